@@ -1,0 +1,43 @@
+"""The ``otce-ray`` command line. Parsers live here; each command's work is imported lazily so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _bench_ot(args: argparse.Namespace) -> int:
+    from otce_ray.bench.ot import main as bench_ot
+
+    return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otce-ray", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bench = commands.add_parser("bench", help="benchmarks that print ratios against a peer run side by side")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    ot_bench = benches.add_parser("ot", help="our streamed OT solver vs POT on the same pixel sets")
+    ot_bench.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    ot_bench.add_argument("--dim", type=int, default=64)
+    ot_bench.add_argument("--epsilon", type=float, default=None, help="relative eps (default: the engine default)")
+    ot_bench.add_argument("--seed", type=int, default=0)
+    ot_bench.add_argument("--device", default="auto")
+    ot_bench.set_defaults(handler=_bench_ot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return int(handler(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"otce-ray: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""One place that turns a location string (local path or ``s3://bucket/prefix``) into a pyarrow filesystem.
+
+Every reader and writer in otce-ray goes through here so that S3 settings (endpoint, region) are resolved once and
+identically on the driver and on Ray workers. ``AWS_ENDPOINT_URL`` (honoured by boto3 too) points both at a
+non-AWS endpoint such as MinIO or a moto server.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from functools import lru_cache
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path components of a local path or an S3 URI with '/'."""
+    if is_s3(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+@lru_cache(maxsize=None)
+def _s3_filesystem(endpoint: str | None, region: str) -> pafs.S3FileSystem:
+    kwargs: dict = {"region": region}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+        kwargs["force_virtual_addressing"] = False
+    return pafs.S3FileSystem(**kwargs)
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """The S3 filesystem configured from the environment (AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION)."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _s3_filesystem(os.environ.get("AWS_ENDPOINT_URL") or None, region)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return ``(filesystem, path)`` for a local path or ``s3://bucket/key`` URI.
+
+    The returned path is what the filesystem expects: ``bucket/key`` for S3, an absolute path locally.
+    """
+    uri = str(uri)
+    if is_s3(uri):
+        return s3_filesystem(), uri[len("s3://"):].rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def read_bytes(uri: str) -> bytes:
+    filesystem, path = resolve(uri)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def exists(uri: str) -> bool:
+    filesystem, path = resolve(uri)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write a whole object so that readers never see a partial file.
+
+    S3 PUTs are atomic by nature; locally we write a sibling temporary file and rename it into place.
+    """
+    filesystem, path = resolve(uri)
+    parent = posixpath.dirname(path) if is_s3(uri) else os.path.dirname(path)
+    if is_s3(uri):
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    filesystem.create_dir(parent, recursive=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
