@@ -81,3 +81,18 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
+
+
+def list_files(uri: str) -> list[str]:
+    """All files below a directory, recursively, as sorted '/'-separated paths relative to it.
+
+    Raises FileNotFoundError when the directory does not exist (on S3: when no object has that prefix), so a
+    mistyped root is reported instead of looking like an empty dataset.
+    """
+    filesystem, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    infos = filesystem.get_file_info(selector)
+    if not infos and filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no such directory: {uri}")
+    prefix = path.rstrip("/") + "/"
+    return sorted(info.path[len(prefix):] for info in infos if info.type == pafs.FileType.File)

@@ -1,0 +1,107 @@
+"""The dataset object handed to extraction: a spec plus a sorted file list, loading pixels only when asked.
+
+It is shipped to Ray tasks, so it holds strings and a small lookup table, never decoded images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+
+from otce_ray.datasets.images import read_image, read_mask
+from otce_ray.datasets.labels import LabelLookup
+from otce_ray.datasets.layouts import Sample, list_samples
+from otce_ray.datasets.selection import shard
+from otce_ray.datasets.spec import DatasetError, check_shard, normalize_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: np.ndarray  # (H, W) uint8 train ids, 255 = ignore
+    image_id: str
+
+
+class SkippedFile(NamedTuple):
+    uri: str
+    reason: str
+
+
+class SegmentationDataset:
+    """Images with train-id masks of one dataset spec (or one shard of it), in image-id order.
+
+    ``ds[i]`` always raises on a broken file. Iterating honours ``on_error``: under ``skip`` a broken file is
+    logged as a warning and recorded in :attr:`skipped` (file and reason), and iteration goes on.
+    """
+
+    def __init__(self, spec: dict[str, Any], samples: list[Sample], lookup: LabelLookup):
+        self.spec = spec
+        self._samples = samples
+        self._lookup = lookup
+        self.skipped: list[SkippedFile] = []
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @property
+    def num_classes(self) -> int:
+        return self._lookup.num_classes
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [sample.image_id for sample in self._samples]
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __getitem__(self, index: int) -> Item:
+        return self._load(self._samples[index])
+
+    def __iter__(self) -> Iterator[Item]:
+        for sample in self._samples:
+            try:
+                yield self._load(sample)
+            except DatasetError as error:
+                if self.spec["on_error"] != "skip":
+                    raise
+                self.skipped.append(SkippedFile(error.uri or sample.image_uri, str(error)))
+                logger.warning("dataset %r: skipped %s (%d skipped so far)", self.name, error, len(self.skipped))
+
+    def shard(self, index: int, count: int) -> SegmentationDataset:
+        """The view holding shard ``index`` of ``count``: each image lies in exactly one shard."""
+        index, count = check_shard(index, count, f"dataset {self.name!r}: shard")
+        return SegmentationDataset(self.spec, shard(self._samples, index, count), self._lookup)
+
+    def _load(self, sample: Sample) -> Item:
+        if sample.mask_uri is None:
+            raise DatasetError(f"{sample.image_uri}: missing mask", uri=sample.image_uri)
+        image = read_image(sample.image_uri)
+        raw = read_mask(sample.mask_uri)
+        if raw.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{sample.mask_uri}: mask is {raw.shape[1]}x{raw.shape[0]} but its image {sample.image_uri} is "
+                f"{image.shape[1]}x{image.shape[0]} (width x height)", uri=sample.mask_uri,
+            )
+        return Item(image, self._lookup.apply(raw, sample.mask_uri), sample.image_id)
+
+    def __repr__(self) -> str:
+        return f"SegmentationDataset({self.name!r}, format={self.spec['format']!r}, images={len(self)})"
+
+
+def open_dataset(spec: Mapping[str, Any]) -> SegmentationDataset:
+    """Check a spec, list its files (local or S3) and return the dataset; pixels load lazily per item.
+
+    Spec keys 'shard_index' and 'num_shards', when given, return that shard directly.
+    """
+    canonical = normalize_spec(spec)
+    samples, lookup = list_samples(canonical)
+    dataset = SegmentationDataset(canonical, samples, lookup)
+    if "num_shards" in canonical:
+        return dataset.shard(canonical["shard_index"], canonical["num_shards"])
+    return dataset

@@ -1,0 +1,73 @@
+"""Raw mask values -> train ids (255 = ignore), as lookup tables that reject values outside the map.
+
+A value the map does not know is an error, not "ignore": it usually means the wrong mask type (a colour or
+instance mask) or the wrong label_map, and silently ignoring it would corrupt every score computed downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
+
+from otce_ray.datasets.spec import DatasetError
+
+IGNORE = 255
+CITYSCAPES_NUM_CLASSES = 19
+_UNMAPPED = -1
+
+
+@dataclass(frozen=True)
+class LabelLookup:
+    """``table[raw]`` is the train id of a raw mask value, or -1 when the value is outside the map."""
+
+    table: np.ndarray
+    num_classes: int
+    source: str  # names the map in error messages, e.g. "spec key 'label_map'"
+
+    def apply(self, raw: np.ndarray, uri: str) -> np.ndarray:
+        """Map a raw (H, W) mask to uint8 train ids; raise naming the file and the first unknown values."""
+        inside = raw < len(self.table)
+        mapped = np.where(inside, self.table[np.where(inside, raw, 0)], _UNMAPPED)
+        if (mapped == _UNMAPPED).any():
+            bad = np.unique(raw[mapped == _UNMAPPED])
+            shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+            raise DatasetError(f"{uri}: mask value(s) {shown} not in {self.source}", uri=uri)
+        return mapped.astype(np.uint8)
+
+
+def _table(pairs: dict[int, int], size: int = 256) -> np.ndarray:
+    table = np.full(max(size, max(pairs) + 1), _UNMAPPED, dtype=np.int16)
+    for raw, train_id in pairs.items():
+        table[raw] = train_id
+    return table
+
+
+@lru_cache(maxsize=None)
+def cityscapes_lookup() -> LabelLookup:
+    """Cityscapes label ids (also GTA5's) -> the 19 train ids, from the official cityscapesscripts table."""
+    pairs = {
+        label.id: label.trainId if 0 <= label.trainId < CITYSCAPES_NUM_CLASSES else IGNORE
+        for label in _CITYSCAPES_LABELS
+        if label.id >= 0
+    }
+    return LabelLookup(_table(pairs), CITYSCAPES_NUM_CLASSES, "the Cityscapes label ids")
+
+
+@lru_cache(maxsize=None)
+def train_id_lookup() -> LabelLookup:
+    """Masks that already hold the 19 train ids with 255 = ignore (BDD100K)."""
+    pairs = {**{i: i for i in range(CITYSCAPES_NUM_CLASSES)}, IGNORE: IGNORE}
+    return LabelLookup(_table(pairs), CITYSCAPES_NUM_CLASSES, f"the train ids 0-{CITYSCAPES_NUM_CLASSES - 1}, 255")
+
+
+def label_map_lookup(label_map: dict[int, int], ignore_index: int | None) -> LabelLookup:
+    """An explicit ``label_map`` (raw value -> class id) plus an optional raw ``ignore_index`` mapped to 255."""
+    pairs = dict(label_map)
+    source = "spec key 'label_map'"
+    if ignore_index is not None:
+        pairs[ignore_index] = IGNORE
+        source += " nor 'ignore_index'"
+    return LabelLookup(_table(pairs), max(label_map.values()) + 1, source)

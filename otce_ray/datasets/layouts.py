@@ -1,0 +1,118 @@
+"""Where each format keeps its images and masks, and how an image finds its mask (same id, other suffix).
+
+An image id is the image's path below the image directory minus the format's suffix, e.g. Cityscapes
+``aachen/aachen_000000_000019``; its mask is the mask directory's file with the same id and a mask suffix.
+Listing goes through :mod:`otce_ray.fs`, so a root can be a local directory or an ``s3://`` prefix alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from otce_ray import fs
+from otce_ray.datasets.labels import LabelLookup, cityscapes_lookup, label_map_lookup, train_id_lookup
+from otce_ray.datasets.selection import seeded_subset
+from otce_ray.datasets.spec import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless only: JPEG artefacts would invent label values
+
+
+class Sample(NamedTuple):
+    image_id: str
+    image_uri: str
+    mask_uri: str | None  # None only under on_error: skip, for an image whose mask is missing
+
+
+@dataclass(frozen=True)
+class Layout:
+    images: str  # directory below the root; "{split}" is filled from the spec
+    image_suffixes: tuple[str, ...]
+    masks: str
+    mask_suffixes: tuple[str, ...]
+    lookup: Callable[[dict[str, Any]], LabelLookup]
+    by_city: bool = False  # image ids are "city/stem" and spec key 'cities' selects among them
+
+
+LAYOUTS: dict[str, Layout] = {
+    "cityscapes": Layout(
+        "leftImg8bit/{split}", ("_leftImg8bit.png",), "gtFine/{split}", ("_gtFine_labelIds.png",),
+        lambda spec: cityscapes_lookup(), by_city=True,
+    ),
+    "bdd100k": Layout(
+        "images/10k/{split}", (".jpg",), "labels/sem_seg/masks/{split}", (".png",), lambda spec: train_id_lookup()
+    ),
+    "gta5": Layout("images", (".png",), "labels", (".png",), lambda spec: cityscapes_lookup()),
+    "folder": Layout(
+        "images", IMAGE_SUFFIXES, "masks", MASK_SUFFIXES,
+        lambda spec: label_map_lookup(spec["label_map"], spec["ignore_index"]),
+    ),
+}
+
+
+def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup]:
+    """The selected samples of a normalized spec, sorted by image id, and the lookup for their masks.
+
+    Selection order: every image of the layout, then spec key 'cities', then the seeded 'max_images' subset;
+    only then are masks paired, so a broken file outside the selection does not matter.
+    """
+    layout = LAYOUTS[spec["format"]]
+    image_dir = fs.join(spec["root"], layout.images.format(**spec))
+    images = _by_id(_list(image_dir, spec), layout.image_suffixes, image_dir)
+    if not images:
+        raise DatasetError(
+            f"dataset {spec['name']!r}: no image named *{'|*'.join(layout.image_suffixes)} under {image_dir} "
+            f"(spec keys 'root'{', ' + repr('split') if 'split' in spec else ''})"
+        )
+    if layout.by_city and "cities" in spec:
+        images = _of_cities(images, spec, image_dir)
+    chosen = seeded_subset(list(images), spec["max_images"], spec["seed"])
+    mask_dir = fs.join(spec["root"], layout.masks.format(**spec))
+    masks = _by_id(_list(mask_dir, spec), layout.mask_suffixes, mask_dir)
+    samples = []
+    for image_id in chosen:
+        image_uri = fs.join(image_dir, images[image_id])
+        if image_id in masks:
+            samples.append(Sample(image_id, image_uri, fs.join(mask_dir, masks[image_id])))
+            continue
+        expected = fs.join(mask_dir, image_id + layout.mask_suffixes[0])
+        if spec["on_error"] != "skip":
+            alternatives = f" (or {', '.join(layout.mask_suffixes[1:])})" if len(layout.mask_suffixes) > 1 else ""
+            raise DatasetError(f"{image_uri}: missing mask, expected {expected}{alternatives}", uri=image_uri)
+        samples.append(Sample(image_id, image_uri, None))
+    return samples, layout.lookup(spec)
+
+
+def _list(directory: str, spec: dict[str, Any]) -> list[str]:
+    try:
+        return fs.list_files(directory)
+    except FileNotFoundError as error:
+        keys = "'root' and 'split'" if "split" in spec else "'root'"
+        raise DatasetError(f"dataset {spec['name']!r}: directory {directory} does not exist (check spec keys "
+                           f"{keys})", uri=directory) from error
+
+
+def _by_id(files: list[str], suffixes: tuple[str, ...], directory: str) -> dict[str, str]:
+    """Image id -> relative path for the files with one of the suffixes (case-insensitive); others are ignored."""
+    found: dict[str, str] = {}
+    for path in files:
+        suffix = next((s for s in suffixes if path.lower().endswith(s.lower())), None)
+        if suffix is None:
+            continue
+        image_id = path[: -len(suffix)]
+        if image_id in found:
+            raise DatasetError(f"{fs.join(directory, path)} and {fs.join(directory, found[image_id])} share the id "
+                               f"{image_id!r}: cannot tell which one to pair", uri=fs.join(directory, path))
+        found[image_id] = path
+    return found
+
+
+def _of_cities(images: dict[str, str], spec: dict[str, Any], image_dir: str) -> dict[str, str]:
+    available = sorted({image_id.split("/")[0] for image_id in images})
+    missing = [city for city in spec["cities"] if city not in available]
+    if missing:
+        raise DatasetError(f"dataset {spec['name']!r}: spec key 'cities': no images for {', '.join(missing)} under "
+                           f"{image_dir}; cities found: {', '.join(available)}")
+    wanted = set(spec["cities"])
+    return {image_id: path for image_id, path in images.items() if image_id.split("/")[0] in wanted}
