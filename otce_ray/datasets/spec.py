@@ -97,6 +97,8 @@ def dataset_fingerprint(spec: Mapping[str, Any]) -> str:
     canonical = normalize_spec(spec)
     content = {key: canonical.get(key) for key in _CONTENT_KEYS}
     content["label_map"] = sorted(content["label_map"].items()) if content["label_map"] else None
+    if content["max_images"] is None:
+        content["seed"] = None  # the seed only picks the max_images subset
     payload = json.dumps({"reader": _READER_VERSION, **content}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
