@@ -1,0 +1,284 @@
+"""Run config loading and validation: a valid config round-trips; every kind of problem is reported, all at once,
+each with its key path."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from otce_ray.config import (
+    ConfigError,
+    ExtractionSettings,
+    OTCESettings,
+    RunConfig,
+    ScoringSettings,
+    load_config,
+    parse_config,
+    resolve_num_gpus,
+)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Dataset roots and model files that the configs below point at (relative to tmp_path)."""
+    for city in ("alpha", "beta", "gamma"):
+        (tmp_path / "data" / city).mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "unet_alpha.pt").write_bytes(b"x")
+    (tmp_path / "models" / "fcn_beta.ckpt").write_bytes(b"x")
+    return tmp_path
+
+
+def _source(city: str) -> dict:
+    return {"name": city, "format": "cityscapes", "root": f"data/{city}", "split": "train", "cities": [city]}
+
+
+def _raw() -> dict:
+    return {
+        "store": "./otce-store",
+        "output": "s3://otce-results/run-1",
+        "target": _source("gamma"),
+        "models": [
+            {"name": "unet_alpha", "format": "torchscript", "path": "models/unet_alpha.pt", "source": _source("alpha")},
+            {"name": "fcn_beta", "format": "python", "entrypoint": "zoo.fcn:build",
+             "checkpoint": "models/fcn_beta.ckpt", "feature_layer": "backbone.layer4", "source": _source("beta"), "mean": [0.5, 0.5, 0.5],
+             "std": [0.25, 0.25, 0.25], "size": [128, 256]},
+            {"name": "segnet_alpha", "format": "builtin", "architecture": "segnet", "num_classes": 19,
+             "source": _source("alpha")},
+        ],
+        "otce": {"n_pixels": 2000, "repeats": 5, "seed": 3, "solver": "emd", "epsilon": None},
+        "extraction": {"pixels_per_image": 500, "batch_size": 4, "num_gpus": 0.5, "num_shards": 8},
+        "scoring": {"max_in_flight": 16, "num_gpus": 0.25, "device": "cuda"},
+    }
+
+
+def _problems(raw, base_dir) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, base_dir=str(base_dir))
+    return caught.value.problems
+
+
+def test_valid_config_resolves_paths_and_round_trips(tree):
+    (tree / "run.yaml").write_text(yaml.safe_dump(_raw()))
+    config = load_config(str(tree / "run.yaml"))
+
+    assert config.config_path == str(tree / "run.yaml")
+    assert config.store == str(tree / "otce-store")
+    assert config.output == "s3://otce-results/run-1"
+    assert config.target["root"] == str(tree / "data" / "gamma")
+    assert [m["name"] for m in config.models] == ["unet_alpha", "fcn_beta", "segnet_alpha"]
+    assert config.models[0]["path"] == str(tree / "models" / "unet_alpha.pt")
+    assert config.models[1]["source"]["root"] == str(tree / "data" / "beta")
+    assert config.otce == OTCESettings(n_pixels=2000, repeats=5, seed=3, solver="emd", epsilon=None)
+    assert config.extraction == ExtractionSettings(pixels_per_image=500, batch_size=4, num_gpus=0.5, num_shards=8)
+    assert config.scoring == ScoringSettings(max_in_flight=16, num_gpus=0.25, device="cuda")
+
+    data = config.to_dict()
+    json.dumps(data)  # run.json material
+    data.pop("config_path")
+    assert parse_config(data, base_dir="/elsewhere") == RunConfig(**{**vars(config), "config_path": None})
+
+
+def test_sections_default_when_left_out(tree):
+    raw = {key: _raw()[key] for key in ("store", "output", "target", "models")}
+    config = parse_config(raw, base_dir=str(tree))
+    assert config.otce == OTCESettings(n_pixels=10000, repeats=10, seed=0, solver="sinkhorn", epsilon=None)
+    assert config.extraction == ExtractionSettings(pixels_per_image=1000, batch_size=8, num_gpus=None)
+    assert config.scoring == ScoringSettings(max_in_flight=None, num_gpus=None, device="auto")
+
+
+def test_num_gpus_auto_follows_the_cluster():
+    assert resolve_num_gpus(None, cluster_gpus=0) == 0.0  # a laptop without a GPU
+    assert resolve_num_gpus(None, cluster_gpus=4) == 1.0
+    assert resolve_num_gpus(0.5, cluster_gpus=0) == 0.5  # explicit always wins (autoscaling clusters)
+
+
+def test_models_file_is_read_relative_to_the_config_file(tree, monkeypatch):
+    configs = tree / "configs"
+    configs.mkdir()
+    raw = _raw()
+    zoo = [{**m, "path": "../" + m["path"]} if "path" in m else m for m in raw.pop("models")[:1]]
+    zoo[0]["source"] = {**zoo[0]["source"], "root": "../data/alpha"}
+    (configs / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    raw["models_file"] = "zoo.yaml"
+    raw["target"]["root"] = "../data/gamma"
+    (configs / "run.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tree / "data")  # relative paths must not depend on the working directory
+
+    config = load_config(str(configs / "run.yaml"))
+
+    assert [m["name"] for m in config.models] == ["unet_alpha"]
+    assert config.models[0]["path"] == str(tree / "models" / "unet_alpha.pt")
+
+
+def test_problems_in_models_file_carry_their_entry_index(tree):
+    zoo = [_raw()["models"][0], {**_raw()["models"][0], "name": "other", "format": "onnx"}]
+    (tree / "zoo.yaml").write_text(yaml.safe_dump(zoo))
+    raw = _raw()
+    del raw["models"]
+    raw["models_file"] = "zoo.yaml"
+    problems = _problems(raw, tree)
+    assert problems == (
+        "models_file[1].format: unknown format 'onnx' (expected one of torchscript, python, builtin)",
+    )
+
+
+def test_missing_models_file_is_one_problem_among_others(tree):
+    raw = _raw()
+    del raw["models"]
+    raw["models_file"] = "nowhere.yaml"
+    raw["otce"]["solver"] = "greedy"
+    problems = _problems(raw, tree)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"models_file: cannot read '{tree / 'nowhere.yaml'}'")
+    assert problems[1] == "otce.solver: unknown solver 'greedy' (expected one of sinkhorn, emd)"
+
+
+def _set(path: str, value):
+    """A mutation of the valid raw config: set (or with value=DELETE, remove) the key at a dotted path."""
+
+    def mutate(raw: dict) -> dict:
+        *parents, last = path.split(".")
+        node = raw
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+        return raw
+
+    return mutate
+
+
+DELETE = object()
+
+CASES = {
+    "unknown key with a suggestion": (_set("otce.n_pixel", 5), "otce.n_pixel: unknown key (did you mean 'n_pixels'?)"),
+    "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
+                              "models_file, otce, extraction, scoring)"),
+    "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
+    "missing per-format field": (_set("models.1.feature_layer", DELETE),
+                                 "models[1].feature_layer: missing required field"),
+    "folder needs a label map": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma"}),
+                                 "target.label_map: missing required field"),
+    "key of another format": (_set("models.0.source.format", "bdd100k"),
+                              "models[0].source.cities: unknown key (expected one of name, format, root, max_images, "
+                              "seed, on_error, split)"),
+    "wrong type": (_set("otce.n_pixels", "many"), "otce.n_pixels: expected an integer >= 1, got 'many'"),
+    "bool is not an integer": (_set("extraction.batch_size", True),
+                               "extraction.batch_size: expected an integer >= 1, got True"),
+    "section not a mapping": (_set("extraction", [1]), "extraction: expected a mapping, got list"),
+    "unknown dataset format": (_set("models.2.source.format", "citiscapes"),
+                               "models[2].source.format: unknown format 'citiscapes' (expected one of cityscapes, "
+                               "bdd100k, gta5, folder)"),
+    "one repeat has no interval": (_set("otce.repeats", 1), "otce.repeats: expected an integer >= 2, got 1"),
+    "epsilon must be positive": (_set("otce.epsilon", 0), "otce.epsilon: expected a number > 0, got 0"),
+    "negative gpus": (_set("extraction.num_gpus", -1), "extraction.num_gpus: expected a number >= 0, got -1"),
+    "bad entrypoint": (_set("models.1.entrypoint", "zoo.fcn.build"),
+                       "models[1].entrypoint: expected 'package.module:function', got 'zoo.fcn.build'"),
+    "bad normalisation": (_set("models.1.std", [0.2, 0, 0.2]),
+                          "models[1].std: expected 3 numbers > 0, got [0.2, 0, 0.2]"),
+    "bad size": (_set("models.1.size", [128]),
+                 "models[1].size: expected a positive integer or [height, width], got [128]"),
+    "label map values": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
+                                         "label_map": {1: -3}}),
+                         "target.label_map: expected non-negative integers on both sides, got 1: -3"),
+    "name unusable as a folder": (_set("models.0.name", "unet/alpha"),
+                                  "models[0].name: expected a name of letters, digits, '.', '_', '-' (it becomes a "
+                                  "folder name), got 'unet/alpha'"),
+    "duplicate model names": (_set("models.2.name", "unet_alpha"),
+                              "models[2].name: duplicate model name 'unet_alpha' (first at models[0])"),
+    "one dataset name, two datasets": (_set("models.2.source.cities", ["alpha", "beta"]),
+                                       "models[2].source: dataset name 'alpha' is already used by a different spec "
+                                       "at models[0].source (pixel stores are keyed by dataset name)"),
+    "missing dataset root": (_set("models.0.source.root", "data/delta"), "models[0].source.root: no such directory "),
+    "missing model file": (_set("models.0.path", "models/none.pt"), "models[0].path: no such file "),
+    "missing checkpoint": (_set("models.1.checkpoint", "models/none.ckpt"), "models[1].checkpoint: no such file "),
+    "malformed s3 uri": (_set("store", "s3://Bad_Bucket/x"),
+                         "store: malformed S3 URI 's3://Bad_Bucket/x': bucket 'Bad_Bucket' must be 3-63 lowercase "
+                         "letters, digits, '.', '-'"),
+    "models and models_file": (_set("models_file", "zoo.yaml"),
+                               "models: give exactly one of models (an inline list) or models_file"),
+    "neither models nor models_file": (_set("models", DELETE),
+                                       "models: give exactly one of models (an inline list) or models_file"),
+    "empty model list": (_set("models", []), "models: expected a non-empty list of model specs, got list"),
+    "cuda without gpus": (_set("scoring.num_gpus", 0),
+                          "scoring.device: 'cuda' needs scoring.num_gpus > 0 (or leave num_gpus unset)"),
+}
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_problem_is_reported_with_its_key_path(tree, case):
+    mutate, expected = CASES[case]
+    problems = _problems(mutate(_raw()), tree)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected)
+
+
+def test_every_problem_is_listed_at_once(tree):
+    raw = _raw()
+    raw["otce"]["n_pixel"] = 5
+    raw["models"][0]["source"]["format"] = "citiscapes"
+    raw["models"][2]["name"] = "unet_alpha"
+    raw["models"][1]["checkpoint"] = "models/none.ckpt"
+    raw["extraction"]["num_gpus"] = "one"
+    del raw["output"]
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, base_dir=str(tree), config_path="run.yaml")
+
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.problems == (
+        "output: missing required field",
+        "models[0].source.format: unknown format 'citiscapes' (expected one of cityscapes, bdd100k, gta5, folder)",
+        f"models[1].checkpoint: no such file '{tree / 'models' / 'none.ckpt'}'",
+        "models[2].name: duplicate model name 'unet_alpha' (first at models[0])",
+        "otce.n_pixel: unknown key (did you mean 'n_pixels'?)",
+        "extraction.num_gpus: expected a number >= 0, got 'one'",
+    )
+    message = str(caught.value)
+    assert message.startswith("invalid run config run.yaml (6 problems):\n")
+    assert all(f"\n  {p}" in message for p in caught.value.problems)
+
+
+def test_s3_paths_are_not_fetched_during_validation(tree):
+    raw = _raw()
+    raw["target"]["root"] = "s3://otce-data/cityscapes"  # no endpoint exists: validation must stay offline
+    raw["models"][0]["path"] = "s3://otce-models/unet_alpha.pt"
+    config = parse_config(raw, base_dir=str(tree))
+    assert config.target["root"] == "s3://otce-data/cityscapes"
+
+
+def test_yaml_quirks_are_handled(tree):
+    text = yaml.safe_dump(_raw()).replace("epsilon: null", "epsilon: 1e-3")
+    (tree / "run.yaml").write_text(text)
+    assert load_config(str(tree / "run.yaml")).otce.epsilon == 0.001  # YAML 1.1 would read a string
+
+    (tree / "dup.yaml").write_text(text + "store: ./again\n")
+    with pytest.raises(ConfigError, match=r"config: .*dup.yaml.* is not valid YAML: .*duplicate key 'store'"):
+        load_config(str(tree / "dup.yaml"))
+
+
+def test_unreadable_config_names_the_file(tree):
+    with pytest.raises(ConfigError, match=r"config: cannot read '.*absent.yaml'"):
+        load_config(str(tree / "absent.yaml"))
+    (tree / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match=r"\(top level\): expected a mapping, got list"):
+        load_config(str(tree / "list.yaml"))
+
+
+def test_model_fingerprint_tracks_what_determines_the_score(tree):
+    config = parse_config(_raw(), base_dir=str(tree))
+    again = parse_config(copy.deepcopy(_raw()), base_dir=str(tree))
+    fewer_pixels = _raw()
+    fewer_pixels["otce"]["n_pixels"] = 1000
+    changed = parse_config(fewer_pixels, base_dir=str(tree))
+
+    assert config.model_fingerprint("unet_alpha") == again.model_fingerprint("unet_alpha")
+    assert config.model_fingerprint("unet_alpha") != config.model_fingerprint("segnet_alpha")
+    assert config.model_fingerprint("unet_alpha") != changed.model_fingerprint("unet_alpha")
+    with pytest.raises(KeyError, match="no model named 'nope'"):
+        config.model_fingerprint("nope")
