@@ -4,8 +4,9 @@ Validation collects every problem (unknown keys, missing fields, wrong types, du
 paths, malformed S3 URIs) and raises them together as one :class:`ConfigError`, each line led by its key path
 (``models[3].source.format: ...``), so a user with a zoo of hundreds of entries fixes everything in one pass.
 
-Dataset and model specs stay plain dicts (the readers take dicts); they are checked here against the key tables of
-the datasets and extraction issues. Relative local paths, and ``models_file``, are taken relative to the config
+Dataset and model specs stay plain dicts (the readers take dicts). They are checked here key by key, per format, so
+that every problem is listed; a spec that passes is then handed to its reader's own validator
+(``datasets.spec.normalize_spec``, ``models.ModelSpec.from_dict``) so the config never accepts what a reader rejects. Relative local paths, and ``models_file``, are taken relative to the config
 file's folder and stored absolute. S3 URIs are only checked for syntax: validation never touches the network.
 """
 
@@ -24,11 +25,12 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from otce_ray import fs
+from otce_ray.datasets.spec import FORMATS as DATASET_FORMATS
+from otce_ray.datasets.spec import ON_ERROR, dataset_fingerprint, normalize_spec
+from otce_ray.models import ARCHITECTURES, ModelSpec
+from otce_ray.models.spec import FORMATS as MODEL_FORMATS
 
-DATASET_FORMATS = ("cityscapes", "bdd100k", "gta5", "folder")
-MODEL_FORMATS = ("torchscript", "python", "builtin")
 SOLVERS = ("sinkhorn", "emd")
-ON_ERROR = ("raise", "skip")
 SCORING_DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -269,18 +271,13 @@ def _triple(positive: bool) -> Check:
 
 
 def _size(value: Any) -> str | None:
-    if _is_int(value) and value > 0:
-        return None
     if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
         return None
-    return f"expected a positive integer or [height, width], got {value!r}"
+    return f"expected [height, width] in pixels, got {value!r}"
 
 
-def _label_map(value: Any) -> str | None:
-    if not isinstance(value, Mapping) or not value:
-        return f"expected a non-empty mapping of raw mask value -> class id, got {_kind(value)}"
-    bad = [f"{k!r}: {v!r}" for k, v in value.items() if not (_is_int(k) and _is_int(v) and k >= 0 and v >= 0)]
-    return f"expected non-negative integers on both sides, got {', '.join(bad)}" if bad else None
+def _mapping(value: Any) -> str | None:
+    return None if isinstance(value, Mapping) else f"expected a mapping, got {_kind(value)}"
 
 
 def _entrypoint(value: Any) -> str | None:
@@ -315,7 +312,7 @@ _DATASET_FORMAT_KEYS: dict[str, dict[str, Check]] = {
     "cityscapes": {"split": _string, "cities": _string_list},
     "bdd100k": {"split": _string},
     "gta5": {},
-    "folder": {"label_map": _label_map, "ignore_index": _int_at_least(0)},
+    "folder": {"label_map": _mapping, "ignore_index": _int_at_least(0)},
 }
 _DATASET_REQUIRED = {"name", "format", "root"}
 _DATASET_FORMAT_REQUIRED = {"cityscapes": {"split"}, "bdd100k": {"split"}, "gta5": set(), "folder": {"label_map"}}
@@ -324,16 +321,14 @@ _MODEL_COMMON: dict[str, Check] = {
     "name": name_problem, "format": _choice(MODEL_FORMATS, "format"), "source": _nested,
     "architecture": _string, "mean": _triple(False), "std": _triple(True), "size": _size,
 }
+_WEIGHTS: dict[str, Check] = {"checkpoint": _string, "allow_unsafe_pickle": _boolean, "kwargs": _mapping}
 _MODEL_FORMAT_KEYS: dict[str, dict[str, Check]] = {
     "torchscript": {"path": _string},
-    "python": {"entrypoint": _entrypoint, "checkpoint": _string, "feature_layer": _string,
-               "allow_unsafe_pickle": _boolean},
-    "builtin": {"num_classes": _int_at_least(1), "checkpoint": _string},
+    "python": {"entrypoint": _entrypoint, "feature_layer": _string, **_WEIGHTS},
+    "builtin": {"num_classes": _int_at_least(1), "init_seed": _int_at_least(0), **_WEIGHTS},
 }
 _MODEL_REQUIRED = {"name", "format", "source"}
-_MODEL_FORMAT_REQUIRED = {
-    "torchscript": {"path"}, "python": {"entrypoint", "feature_layer"}, "builtin": {"architecture"},
-}
+_MODEL_FORMAT_REQUIRED = {"torchscript": {"path"}, "python": {"entrypoint"}, "builtin": {"architecture"}}
 _MODEL_FILES = ("path", "checkpoint")
 
 _TOP: dict[str, Check] = {
@@ -423,15 +418,25 @@ class _Checker:
             return None
         if "root" in spec:
             spec["root"] = self.location(spec["root"], f"{path}.root", "directory")
-        name = spec.get("name")
-        if isinstance(name, str) and len(self.problems) == problems_before:  # compare only specs that are valid
-            first = self.datasets.setdefault(name, (path, spec))
-            if first[1] != spec:
-                self.problem(path, f"dataset name {name!r} is already used by a different spec at {first[0]} "
+        if len(self.problems) == problems_before and self.accepted_by_reader(normalize_spec, spec, path):
+            name, fingerprint = spec["name"], dataset_fingerprint(spec)
+            first_path, first_fingerprint = self.datasets.setdefault(name, (path, fingerprint))
+            if first_fingerprint != fingerprint:
+                self.problem(path, f"dataset name {name!r} is already used by a different spec at {first_path} "
                                    "(pixel stores are keyed by dataset name)")
         return spec
 
+    def accepted_by_reader(self, validate: Callable[[dict], Any], spec: dict, path: str) -> bool:
+        """Run a reader's own validator on a spec that passed the key tables; its complaint becomes a problem."""
+        try:
+            validate(spec)
+        except ValueError as error:
+            self.problem(path, str(error))
+            return False
+        return True
+
     def model(self, value: Any, path: str) -> dict | None:
+        problems_before = len(self.problems)
         spec = self.formatted(value, path, _MODEL_COMMON, _MODEL_FORMAT_KEYS, _MODEL_REQUIRED,
                               _MODEL_FORMAT_REQUIRED)
         if spec is None:
@@ -439,6 +444,12 @@ class _Checker:
         for key in _MODEL_FILES:
             if key in spec:
                 spec[key] = self.location(spec[key], f"{path}.{key}", "file")
+        if spec.get("format") == "builtin" and isinstance(spec.get("architecture"), str):
+            problem = _choice(tuple(ARCHITECTURES), "architecture")(spec["architecture"])
+            if problem:
+                self.problem(f"{path}.architecture", problem)
+        if len(self.problems) == problems_before:
+            self.accepted_by_reader(ModelSpec.from_dict, spec, path)
         if "source" in spec:
             spec["source"] = self.dataset(spec["source"], f"{path}.source")
         return spec

@@ -161,8 +161,10 @@ CASES = {
     "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
                               "models_file, otce, extraction, scoring)"),
     "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
-    "missing per-format field": (_set("models.1.feature_layer", DELETE),
-                                 "models[1].feature_layer: missing required field"),
+    "missing per-format field": (_set("models.2.architecture", DELETE),
+                                 "models[2].architecture: missing required field"),
+    "unknown builtin architecture": (_set("models.2.architecture", "sgenet"),
+                                     "models[2].architecture: unknown architecture 'sgenet' (expected one of unet, "),
     "folder needs a label map": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma"}),
                                  "target.label_map: missing required field"),
     "key of another format": (_set("models.0.source.format", "bdd100k"),
@@ -183,10 +185,11 @@ CASES = {
     "bad normalisation": (_set("models.1.std", [0.2, 0, 0.2]),
                           "models[1].std: expected 3 numbers > 0, got [0.2, 0, 0.2]"),
     "bad size": (_set("models.1.size", [128]),
-                 "models[1].size: expected a positive integer or [height, width], got [128]"),
-    "label map values": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
-                                         "label_map": {1: -3}}),
-                         "target.label_map: expected non-negative integers on both sides, got 1: -3"),
+                 "models[1].size: expected [height, width] in pixels, got [128]"),
+    "rule only the reader knows": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
+                                                   "label_map": {1: 300}}),
+                                   "target: dataset 'gamma': spec key 'label_map': entry 1: 300 must map a raw "
+                                   "value >= 0 to a class id 0-254"),
     "name unusable as a folder": (_set("models.0.name", "unet/alpha"),
                                   "models[0].name: expected a name of letters, digits, '.', '_', '-' (it becomes a "
                                   "folder name), got 'unet/alpha'"),
@@ -242,6 +245,21 @@ def test_every_problem_is_listed_at_once(tree):
     message = str(caught.value)
     assert message.startswith("invalid run config run.yaml (6 problems):\n")
     assert all(f"\n  {p}" in message for p in caught.value.problems)
+
+
+def test_model_reader_has_the_last_word(tree, monkeypatch):
+    """A rule that only the model reader knows still surfaces as a problem with the entry's key path."""
+    import otce_ray.config as config_module
+    from otce_ray.models import ModelError
+
+    class StricterSpec:
+        @staticmethod
+        def from_dict(entry):
+            if entry["name"] == "fcn_beta":
+                raise ModelError("fcn_beta", "field 'kwargs' needs 'depth'")
+
+    monkeypatch.setattr(config_module, "ModelSpec", StricterSpec)
+    assert _problems(_raw(), tree) == ("models[1]: model 'fcn_beta': field 'kwargs' needs 'depth'",)
 
 
 def test_s3_paths_are_not_fetched_during_validation(tree):
