@@ -1,0 +1,112 @@
+"""Run a loaded model over images and keep the sampled pixels: compute only, the caller does the I/O.
+
+Images are decoded one batch ahead in a background thread so decoding overlaps the forward pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol, TypeVar
+
+import numpy as np
+
+from otce_ray.extraction.sampling import pixel_rng, sample_map, sample_pixels
+from otce_ray.models import LoadedModel, ModelError
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+T = TypeVar("T")
+
+
+class ImageItem(Protocol):
+    image: np.ndarray  # (H, W, 3) uint8
+    label: np.ndarray  # (H, W) ints, 255 = ignore
+    image_id: str
+
+
+@dataclass(frozen=True)
+class PixelColumns:
+    """Row-aligned columns of sampled pixels, ready for ``otce_ray.store.pixel_table``."""
+
+    image_ids: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray  # (n, d) float32
+    logits: np.ndarray | None  # (n, C) float32
+    images: int
+
+
+def extract_pixels(
+    model: LoadedModel,
+    items: Iterable[ImageItem],
+    *,
+    pixels_per_image: int,
+    batch_size: int,
+    seed: int,
+    feature_dtype: str = "float16",
+) -> PixelColumns:
+    """Sample ``pixels_per_image`` labelled pixels per image (seeded by (seed, image_id)) and their features/logits.
+
+    Raises ``ModelError`` naming the image when a sampled feature is NaN/Inf or does not fit ``feature_dtype``.
+    """
+    parts: list[tuple] = []
+    for batch in _prefetched_batches(items, batch_size):
+        for group in _same_size_runs(batch):
+            output = model(np.stack([item.image for item in group]))
+            for index, item in enumerate(group):
+                rows, cols = sample_pixels(item.label, pixels_per_image, pixel_rng(seed, item.image_id))
+                features = sample_map(output.features[index], rows, cols, item.label.shape).cpu().numpy()
+                logits = None
+                if output.logits is not None:
+                    logits = sample_map(output.logits[index], rows, cols, item.label.shape).cpu().numpy()
+                _check_values(model.spec.name, item.image_id, features, logits, feature_dtype)
+                parts.append((item.image_id, rows, cols, item.label[rows, cols], features, logits))
+    return _columns(parts, model)
+
+
+def _prefetched_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Batches of ``size`` items; the next batch is read in a background thread while the caller computes."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(lambda: list(itertools.islice(iterator, size)))
+        while batch := pending.result():
+            pending = pool.submit(lambda: list(itertools.islice(iterator, size)))
+            yield batch
+
+
+def _same_size_runs(batch: list[ImageItem]) -> Iterator[list[ImageItem]]:
+    """Consecutive images of one size, which can be stacked into one forward pass."""
+    for _, group in itertools.groupby(batch, key=lambda item: item.image.shape):
+        yield list(group)
+
+
+def _check_values(model: str, image_id: str, features: np.ndarray, logits: np.ndarray | None, dtype: str) -> None:
+    for what, values in (("features", features), ("logits", logits)):
+        if values is None or not values.size:
+            continue
+        if not np.isfinite(values).all():
+            raise ModelError(model, f"{what} contain NaN/Inf on image {image_id!r}")
+        if dtype == "float16" and np.abs(values).max() > FLOAT16_MAX:
+            raise ModelError(
+                model,
+                f"{what} on image {image_id!r} exceed the float16 range (|x| up to {np.abs(values).max():.3g}); "
+                "extract with feature_dtype='float32'",
+            )
+
+
+def _columns(parts: list[tuple], model: LoadedModel) -> PixelColumns:
+    if not parts:
+        raise ModelError(model.spec.name, "no images to extract (empty shard or every image skipped)")
+    image_ids, rows, cols, labels, features, logits = zip(*parts)
+    has_logits = logits[0] is not None
+    return PixelColumns(
+        image_ids=np.repeat(np.array(image_ids, dtype=object), [len(r) for r in rows]),
+        rows=np.concatenate(rows),
+        cols=np.concatenate(cols),
+        labels=np.concatenate(labels).astype(np.int16),
+        features=np.concatenate(features),
+        logits=np.concatenate(logits) if has_logits else None,
+        images=len(parts),
+    )

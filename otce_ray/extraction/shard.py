@@ -1,0 +1,153 @@
+"""One unit of extraction work: (model, dataset, shard) -> one Parquet part, skipped when already written.
+
+This is what a Ray task runs, but nothing here imports Ray: it can be called directly, and it never raises for a
+bad model or dataset. Failures come back as a ``ShardResult`` carrying the message, so the driver records them
+against that model; only a dying worker escapes (and Ray retries the task).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from otce_ray import __version__
+from otce_ray.extraction.pixels import extract_pixels
+from otce_ray.models import ModelError, ModelSpec, load_model
+from otce_ray.store import part_metadata, part_uri, pixel_table, write_part
+
+
+@dataclass(frozen=True)
+class ExtractionRequest:
+    """Everything that decides the content of one (model, dataset) pixel store; ``key`` hashes it."""
+
+    model: ModelSpec
+    dataset_spec: Mapping[str, Any]
+    dataset: str
+    dataset_fingerprint: str
+    store: str
+    pixels_per_image: int
+    seed: int
+    num_shards: int
+    feature_dtype: str = "float16"
+    model_files: Mapping[str, Any] = field(default_factory=dict)  # size/mtime of the model's files
+
+    @property
+    def key(self) -> str:
+        content = {
+            "model": self.model.fingerprint(),
+            "model_files": dict(self.model_files),
+            "dataset": self.dataset_fingerprint,
+            "pixels_per_image": self.pixels_per_image,
+            "seed": self.seed,
+            "num_shards": self.num_shards,
+            "feature_dtype": self.feature_dtype,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+    def metadata(self, feature_dim: int, logit_dim: int | None, images: int, rows: int, **extra: Any) -> dict[str, Any]:
+        """Provenance written into every part's footer (with ``shard``) and into the manifest (with ``parts``)."""
+        return {
+            "key": self.key,
+            "model": self.model.name,
+            "model_spec": self.model.to_dict(),
+            "dataset": self.dataset,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "feature_layer": self.model.feature_layer or "output",
+            "feature_dim": feature_dim,
+            "logit_dim": logit_dim,
+            "feature_dtype": self.feature_dtype,
+            "pixels_per_image": self.pixels_per_image,
+            "seed": self.seed,
+            "num_shards": self.num_shards,
+            "images": images,
+            "rows": rows,
+            "otce_ray_version": __version__,
+            **extra,
+        }
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a task sends back: a few numbers and, on failure, the message (never arrays)."""
+
+    shard: int
+    status: str  # "written" | "skipped" | "failed"
+    rows: int = 0
+    images: int = 0
+    feature_dim: int | None = None
+    logit_dim: int | None = None
+    seconds: float = 0.0
+    skipped_files: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def run_shard(request: ExtractionRequest, shard: int, batch_size: int) -> ShardResult:
+    """Extract one shard into its part, unless a part written for the same ``key`` is already there."""
+    start = time.perf_counter()
+    uri = part_uri(request.store, request.dataset, request.model.name, shard)
+    try:
+        existing = part_metadata(uri)
+        if existing is not None and existing.get("key") == request.key:
+            return ShardResult(
+                shard, "skipped", existing["rows"], existing["images"], existing["feature_dim"], existing["logit_dim"]
+            )
+        return _extract(request, shard, batch_size, uri, start)
+    except Exception as error:  # recorded against this model; the run goes on with the others
+        return ShardResult(shard, "failed", seconds=time.perf_counter() - start, error=_describe(request, shard, error))
+
+
+def _extract(request: ExtractionRequest, shard: int, batch_size: int, uri: str, start: float) -> ShardResult:
+    from otce_ray.datasets import open_dataset
+
+    view = open_dataset(request.dataset_spec).shard(shard, request.num_shards)
+    model = load_model(request.model, "cuda" if torch.cuda.is_available() else "cpu")
+    columns = extract_pixels(
+        model,
+        view,
+        pixels_per_image=request.pixels_per_image,
+        batch_size=batch_size,
+        seed=request.seed,
+        feature_dtype=request.feature_dtype,
+    )
+    feature_dim = columns.features.shape[1]
+    logit_dim = None if columns.logits is None else columns.logits.shape[1]
+    metadata = request.metadata(feature_dim, logit_dim, columns.images, len(columns.labels), shard=shard)
+    table = pixel_table(
+        columns.image_ids,
+        columns.rows,
+        columns.cols,
+        columns.labels,
+        columns.features,
+        columns.logits,
+        metadata,
+        request.feature_dtype,
+    )
+    write_part(uri, table)
+    skipped = tuple(f"{entry.uri}: {entry.reason}" for entry in getattr(view, "skipped", ()))
+    return ShardResult(
+        shard,
+        "written",
+        table.num_rows,
+        columns.images,
+        feature_dim,
+        logit_dim,
+        time.perf_counter() - start,
+        skipped,
+    )
+
+
+def _describe(request: ExtractionRequest, shard: int, error: Exception) -> str:
+    where = f"dataset {request.dataset!r} shard {shard}/{request.num_shards}"
+    if isinstance(error, ModelError):
+        return f"{error} ({where})"
+    origin = traceback.extract_tb(error.__traceback__)[-1]
+    return (
+        f"model {request.model.name!r}: {where}: {type(error).__name__}: {error} "
+        f"(at {origin.filename}:{origin.lineno})"
+    )

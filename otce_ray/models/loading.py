@@ -1,0 +1,229 @@
+"""Turn a ``ModelSpec`` into a ready network that maps uint8 images to ``(features, logits)``.
+
+Every failure is raised as ``ModelError`` naming the model and the cause (missing or corrupt file, entrypoint that
+does not import, checkpoint that is not weights-only or does not fit, forward with the wrong output), so a run can
+record it against that model and go on with the others. Files are read through ``otce_ray.fs`` (local or S3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import pickle
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from otce_ray import fs
+from otce_ray.models.architectures import build_architecture
+from otce_ray.models.spec import ModelError, ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    features: torch.Tensor  # (B, d, h, w) float32
+    logits: torch.Tensor | None  # (B, C, h', w') float32, or None when the model gives none
+
+
+class LoadedModel:
+    """A network in eval mode on its device, with the spec's input normalisation and output checks."""
+
+    def __init__(self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None):
+        self.spec = spec
+        self.device = device
+        self._module = module
+        self._captured: list[torch.Tensor] = []
+        if feature_layer is not None:
+            feature_layer.register_forward_hook(lambda _m, _i, output: self._captured.append(output))
+        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        self._uses_hook = feature_layer is not None
+
+    def __call__(self, images: np.ndarray) -> ModelOutput:
+        """Run a batch of (B, H, W, 3) uint8 images; bf16 autocast on CUDA, float32 outputs."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ModelError(self.spec.name, f"expected images of shape (B, H, W, 3), got {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - self._mean) / self._std
+        if self.spec.size is not None and tuple(x.shape[-2:]) != self.spec.size:
+            x = F.interpolate(x, size=self.spec.size, mode="bilinear", align_corners=False, antialias=True)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+        self._captured.clear()
+        with torch.inference_mode(), autocast:
+            try:
+                output = self._module(x)
+            except Exception as error:  # a crash inside user code is that model's failure
+                raise ModelError(self.spec.name, f"forward failed: {type(error).__name__}: {error}") from error
+        return self._split(output, batch=x.shape[0])
+
+    def _split(self, output: Any, batch: int) -> ModelOutput:
+        if self._uses_hook:
+            if len(self._captured) != 1 or not isinstance(self._captured[0], torch.Tensor):
+                raise ModelError(
+                    self.spec.name,
+                    f"feature_layer {self.spec.feature_layer!r} must run once per forward and return a tensor",
+                )
+            features, logits = self._captured[0], _logits_of(output)
+        elif isinstance(output, torch.Tensor):
+            features, logits = output, None
+        elif isinstance(output, (tuple, list)) and len(output) == 2:
+            features, logits = output
+        elif isinstance(output, Mapping) and "features" in output:
+            features, logits = output["features"], _logits_of(output)
+        else:
+            raise ModelError(
+                self.spec.name,
+                f"forward returned {_describe(output)}; expected a feature map, a (features, logits) tuple "
+                "or a dict with 'features' (or set feature_layer)",
+            )
+        _check_map(self.spec.name, "features", features, batch)
+        if logits is not None:
+            _check_map(self.spec.name, "logits", logits, batch)
+            logits = logits.float()
+        return ModelOutput(features.float(), logits)
+
+
+def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu") -> LoadedModel:
+    """Load the network a spec describes, once, in eval mode on ``device``."""
+    spec = ModelSpec.from_dict(spec)
+    device = torch.device(device)
+    if spec.format == "torchscript":
+        module = _load_torchscript(spec, device)
+    else:
+        module = _build_python(spec) if spec.format == "python" else _build_builtin(spec)
+        if spec.checkpoint:
+            _load_checkpoint(spec, module)
+    module = module.to(device).eval().requires_grad_(False)
+    return LoadedModel(spec, module, device, _feature_layer(spec, module))
+
+
+def _read(spec: ModelSpec, what: str, uri: str) -> io.BytesIO:
+    try:
+        return io.BytesIO(fs.read_bytes(uri))
+    except FileNotFoundError:
+        raise ModelError(spec.name, f"{what} not found: {uri}") from None
+    except OSError as error:
+        raise ModelError(spec.name, f"cannot read {what} {uri}: {error}") from error
+
+
+def _load_torchscript(spec: ModelSpec, device: torch.device) -> nn.Module:
+    data = _read(spec, "TorchScript file", spec.path)
+    try:
+        return torch.jit.load(data, map_location=device)
+    except Exception as error:
+        raise ModelError(spec.name, f"{spec.path} is not a loadable TorchScript file: {_first_line(error)}") from error
+
+
+def _build_python(spec: ModelSpec) -> nn.Module:
+    module_name, _, attribute = spec.entrypoint.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except Exception as error:
+        raise ModelError(
+            spec.name, f"entrypoint {spec.entrypoint!r} does not import: {type(error).__name__}: {error}"
+        ) from error
+    return _call_factory(spec, f"entrypoint {spec.entrypoint!r}", lambda: factory(**spec.kwargs))
+
+
+def _build_builtin(spec: ModelSpec) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)  # untrained built-ins are reproducible across workers
+        return _call_factory(
+            spec,
+            f"architecture {spec.architecture!r}",
+            lambda: build_architecture(spec.architecture, num_classes=spec.num_classes, **spec.kwargs),
+        )
+
+
+def _call_factory(spec: ModelSpec, what: str, factory) -> nn.Module:
+    try:
+        module = factory()
+    except Exception as error:
+        raise ModelError(spec.name, f"{what} with kwargs {dict(spec.kwargs)} failed: {error}") from error
+    if not isinstance(module, nn.Module):
+        raise ModelError(spec.name, f"{what} returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _load_checkpoint(spec: ModelSpec, module: nn.Module) -> None:
+    data = _read(spec, "checkpoint", spec.checkpoint)
+    try:
+        state = torch.load(data, map_location="cpu", weights_only=not spec.allow_unsafe_pickle)
+    except pickle.UnpicklingError as error:
+        raise ModelError(
+            spec.name,
+            f"checkpoint {spec.checkpoint} is not a weights-only file and was not unpickled "
+            f"({_first_line(error)}); set allow_unsafe_pickle: true only for a file you trust",
+        ) from error
+    except Exception as error:
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} cannot be read: {_first_line(error)}") from error
+    state = _state_dict_of(state)
+    if state is None:
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} holds no state dict of tensors")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:600]
+        raise ModelError(
+            spec.name, f"checkpoint {spec.checkpoint} does not match the architecture: {detail}"
+        ) from error
+
+
+def _state_dict_of(state: Any) -> Mapping[str, torch.Tensor] | None:
+    """Accept a bare state dict or the common wrappers ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    if isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model"):
+            if key in state:
+                return _state_dict_of(state[key])
+    return None
+
+
+def _feature_layer(spec: ModelSpec, module: nn.Module) -> nn.Module | None:
+    if not spec.feature_layer:
+        return None
+    try:
+        return module.get_submodule(spec.feature_layer)
+    except AttributeError:
+        names = [name for name, _ in module.named_modules() if name][:20]
+        raise ModelError(
+            spec.name, f"feature_layer {spec.feature_layer!r} is not a submodule; some submodules: {names}"
+        ) from None
+
+
+def _logits_of(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        return output.get("logits", output.get("out"))
+    if isinstance(output, (tuple, list)) and len(output) == 2:
+        return output[1]
+    return None
+
+
+def _check_map(model: str, what: str, value: Any, batch: int) -> None:
+    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[0] != batch or value.shape[1] < 1:
+        raise ModelError(model, f"forward returned {what} {_describe(value)}; expected a tensor ({batch}, d, h, w)")
+    if not value.is_floating_point():
+        raise ModelError(model, f"forward returned {what} of dtype {value.dtype}; expected floating point")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return f"a {type(value).__name__}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
