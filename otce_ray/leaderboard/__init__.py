@@ -1,0 +1,15 @@
+"""The leaderboard: per-model result records in, ranked table with intervals and groups out, in five formats.
+
+Pure functions build and render; ``record_result`` / ``load_results`` and the writers are the only I/O, all
+through otce_ray.fs so ``output`` may be ``s3://``.
+"""
+
+from otce_ray.leaderboard.results import ModelResult, load_results, record_result
+from otce_ray.leaderboard.stats import RepeatSummary, summarize_repeats
+from otce_ray.leaderboard.table import COLUMNS, build_leaderboard, indistinguishable_groups
+from otce_ray.leaderboard.writers import write_leaderboard, write_run_json
+
+__all__ = [
+    "COLUMNS", "ModelResult", "RepeatSummary", "build_leaderboard", "indistinguishable_groups", "load_results",
+    "record_result", "summarize_repeats", "write_leaderboard", "write_run_json",
+]

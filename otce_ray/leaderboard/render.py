@@ -1,0 +1,114 @@
+"""Human-readable leaderboards: a Markdown table and a self-contained HTML page (table + inline SVG plot).
+
+Both show the same cells, formatted once here; the CSV and Parquet files keep the full-precision columns.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Callable
+
+import pandas as pd
+
+from otce_ray.leaderboard.plot import scores_svg
+
+LEGEND = (
+    "OTCE = -H(Yt|Ys): higher means the source model's features predict the target labels better, "
+    "so it should transfer better. Models in one group are statistically indistinguishable: their 95% interval "
+    "(t over the repeats) overlaps that of the group's best model."
+)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(digits: str) -> Callable[[Any], str]:
+    return lambda value: "" if _missing(value) else format(value, digits)
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
+
+
+def _interval(row: Any) -> str:
+    if _missing(row.otce_ci_low):
+        return ""
+    return f"[{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}]"
+
+
+_CELLS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("rank", lambda r: _text(r.rank)),
+    ("group", lambda r: _text(r.group)),
+    ("model", lambda r: _text(r.model)),
+    ("architecture", lambda r: _text(r.architecture)),
+    ("source", lambda r: _text(r.source)),
+    ("OTCE", lambda r: _number(".4f")(r.otce)),
+    ("95% interval", _interval),
+    ("std", lambda r: _number(".4f")(r.otce_std)),
+    ("repeats", lambda r: _text(r.repeats)),
+    ("pixels", lambda r: _text(r.n_pixels)),
+    ("solver", lambda r: _text(r.solver)),
+    ("epsilon", lambda r: _number("g")(r.epsilon)),
+    ("marginal error", lambda r: _number(".1e")(r.max_marginal_error)),
+    ("extract s", lambda r: _number(".1f")(r.extract_seconds)),
+    ("score s", lambda r: _number(".1f")(r.score_seconds)),
+    ("status", lambda r: _text(r.status)),
+    ("error", lambda r: _text(r.error)),
+)
+
+
+def _cells(board: pd.DataFrame) -> list[list[str]]:
+    return [[cell(row) for _, cell in _CELLS] for row in board.itertuples(index=False)]
+
+
+def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
+    def md(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in _CELLS) + " |",
+             "|" + "|".join("---" for _ in _CELLS) + "|"]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board)]
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #c5d0e0; padding: 3px 7px; text-align: left; vertical-align: top; }
+th { background: #dde6f3; }
+tr.band-0 td { background: #eef3fb; }
+tr.band-1 td { background: #ffffff; }
+tr.group-start td { border-top: 3px solid #1f4e9c; }
+tr.failed td { background: #fbeeee; color: #7a1f1f; }
+"""
+
+
+def _row_class(row: Any, previous_group: Any) -> str:
+    if row.status != "ok":
+        return "failed"
+    group = int(row.group)
+    return f"band-{(group - 1) % 2}" + (" group-start" if group != previous_group else "")
+
+
+def leaderboard_html(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
+    """A single HTML file with no external references: styles inline, plot as inline SVG."""
+    body_rows = []
+    previous_group = None
+    for row, cells in zip(board.itertuples(index=False), _cells(board)):
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{tds}</tr>')
+        previous_group = None if _missing(row.group) else int(row.group)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in _CELLS)
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(LEGEND)}</p>",
+        scores_svg(board),
+        f"<table><thead><tr>{head}</tr></thead><tbody>",
+        *body_rows,
+        "</tbody></table></body></html>",
+    ]) + "\n"

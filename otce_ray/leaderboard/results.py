@@ -1,0 +1,101 @@
+"""Per-model result records under ``{output}/results/``: written as each model finishes, read back to resume.
+
+One JSON object per model (``results/{model}.json``), written atomically through otce_ray.fs, so it works on S3
+(which has no append) and a crash can lose at most the models still running. The leaderboard is rebuilt from these
+records, never kept as the only copy of a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from otce_ray import fs
+from otce_ray.config import name_problem
+
+STATUSES = ("ok", "failed")
+RESULTS_DIR = "results"
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one model's run produced: its repeat scores when ``ok``, its error when ``failed``."""
+
+    model: str
+    source: str  # the source dataset's name
+    status: str = "ok"
+    architecture: str | None = None
+    scores: tuple[float, ...] = ()  # one OTCE score per repeat
+    n_pixels: int | None = None
+    solver: str | None = None
+    epsilon: float | None = None
+    max_marginal_error: float | None = None  # worst L1 marginal error over the repeats: large means unconverged
+    extract_seconds: float | None = None
+    score_seconds: float | None = None
+    error: str | None = None
+    fingerprint: str | None = None  # RunConfig.model_fingerprint: a rerun reuses the record only if it matches
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", tuple(float(s) for s in self.scores))
+        problem = name_problem(self.model)
+        if problem:
+            raise ValueError(f"result model name: {problem}")
+        if self.status not in STATUSES:
+            raise ValueError(f"result for model {self.model!r}: status {self.status!r} is not one of {STATUSES}")
+        if self.status == "failed" and not self.error:
+            raise ValueError(f"result for model {self.model!r}: a failed result needs its error")
+        if self.status == "ok" and (len(self.scores) < 2 or not all(math.isfinite(s) for s in self.scores)):
+            raise ValueError(
+                f"result for model {self.model!r}: an ok result needs at least 2 finite repeat scores, "
+                f"got {list(self.scores)}"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "ModelResult":
+        """Rebuild a record; ``where`` (the file) is named in the error when the record is malformed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
+
+
+def result_uri(output: str, model: str) -> str:
+    return fs.join(output, RESULTS_DIR, f"{model}.json")
+
+
+def record_result(output: str, result: ModelResult) -> str:
+    """Write (or replace) one model's record atomically; returns its URI."""
+    uri = result_uri(output, result.model)
+    fs.write_bytes_atomic(uri, result.to_json().encode())
+    return uri
+
+
+def load_results(output: str) -> list[ModelResult]:
+    """Every record under ``{output}/results/``, sorted by model name; none yet gives an empty list."""
+    folder = fs.join(output, RESULTS_DIR)
+    try:
+        names = fs.list_files(folder)
+    except FileNotFoundError:
+        return []
+    records = []
+    for name in names:
+        if "/" in name or not name.endswith(".json"):
+            continue
+        uri = fs.join(folder, name)
+        try:
+            data = json.loads(fs.read_bytes(uri))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{uri}: not a valid result record: {error}") from None
+        records.append(ModelResult.from_dict(data, uri))
+    return sorted(records, key=lambda r: r.model)

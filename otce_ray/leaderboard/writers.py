@@ -1,0 +1,64 @@
+"""Write the leaderboard files and run.json to ``output`` (local folder or s3://), each file atomically."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import io
+import json
+import platform
+from typing import Any, Mapping
+
+import pandas as pd
+
+from otce_ray import __version__, fs
+from otce_ray.leaderboard.render import leaderboard_html, leaderboard_markdown
+
+LEADERBOARD_FILES = ("leaderboard.csv", "leaderboard.parquet", "leaderboard.md", "leaderboard.html")
+_DISTRIBUTIONS = {"ray": "ray", "torch": "torch", "pot": "POT"}
+
+
+def _parquet_bytes(board: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    board.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_leaderboard(output: str, board: pd.DataFrame) -> list[str]:
+    """Write leaderboard.{csv,parquet,md,html} under ``output``; returns the URIs written."""
+    contents = {
+        "leaderboard.csv": board.to_csv(index=False).encode(),
+        "leaderboard.parquet": _parquet_bytes(board),
+        "leaderboard.md": leaderboard_markdown(board).encode(),
+        "leaderboard.html": leaderboard_html(board).encode(),
+    }
+    uris = []
+    for name in LEADERBOARD_FILES:
+        uri = fs.join(output, name)
+        fs.write_bytes_atomic(uri, contents[name])
+        uris.append(uri)
+    return uris
+
+
+def versions() -> dict[str, str | None]:
+    """Versions that make a run reproducible: otce-ray, Python and the numerical stack (None if not installed)."""
+    found: dict[str, str | None] = {"otce-ray": __version__, "python": platform.python_version()}
+    for key, distribution in _DISTRIBUTIONS.items():
+        try:
+            found[key] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            found[key] = None
+    return found
+
+
+def write_run_json(output: str, config: Mapping[str, Any], timings: Mapping[str, float]) -> str:
+    """Write run.json: the resolved config (RunConfig.to_dict()), versions, timings and when it was written."""
+    record = {
+        "config": dict(config),
+        "versions": versions(),
+        "timings": dict(timings),
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    uri = fs.join(output, "run.json")
+    fs.write_bytes_atomic(uri, json.dumps(record, indent=2, default=str).encode())
+    return uri

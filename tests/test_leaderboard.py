@@ -1,0 +1,196 @@
+"""Leaderboard: interval maths, ranking and groups, the five output files (local and S3), result records."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+
+from otce_ray import fs
+from otce_ray.leaderboard import (
+    COLUMNS,
+    ModelResult,
+    build_leaderboard,
+    indistinguishable_groups,
+    load_results,
+    record_result,
+    summarize_repeats,
+    write_leaderboard,
+    write_run_json,
+)
+from otce_ray.leaderboard.results import result_uri
+
+
+def test_interval_matches_a_hand_computation():
+    summary = summarize_repeats([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5; std = sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3) = sqrt(5/3); sem = std / 2; t(0.975, 3) = 3.182446305
+    std = math.sqrt(5 / 3)
+    half = 3.182446305284263 * std / 2
+    assert summary.mean == pytest.approx(2.5)
+    assert summary.std == pytest.approx(std)
+    assert summary.sem == pytest.approx(std / 2)
+    assert (summary.ci_low, summary.ci_high) == pytest.approx((2.5 - half, 2.5 + half))
+    assert summary.repeats == 4
+
+    two = summarize_repeats([-1.0, -2.0])  # t(0.975, 1) = 12.7062: two repeats give a wide interval
+    assert two.ci_high - two.mean == pytest.approx(12.706204736 * 0.5)
+
+
+@pytest.mark.parametrize("scores", [[1.0], [], [1.0, float("nan")]])
+def test_interval_needs_two_finite_scores(scores):
+    with pytest.raises(ValueError, match="at least 2|finite"):
+        summarize_repeats(scores)
+
+
+def _ok(model, scores, **fields):
+    return ModelResult(model=model, source=fields.pop("source", "alpha"), scores=scores, **fields)
+
+
+def test_ranking_best_first_with_failed_models_last():
+    board = build_leaderboard([
+        ModelResult(model="zz_broken", source="beta", status="failed", error="checkpoint does not match"),
+        _ok("low", [-2.0, -2.1, -1.9]),
+        _ok("tie_b", [-1.0, -1.0, -1.0]),
+        _ok("tie_a", [-1.0, -1.0, -1.0], architecture="unet", n_pixels=500, solver="emd", extract_seconds=3.5),
+        ModelResult(model="aa_broken", source="beta", status="failed", error="no such file"),
+    ])
+    assert tuple(board.columns) == COLUMNS
+    assert list(board["model"]) == ["tie_a", "tie_b", "low", "aa_broken", "zz_broken"]
+    assert list(board["rank"].astype("object")) == [1, 2, 3, pd.NA, pd.NA]
+    assert list(board["status"]) == ["ok", "ok", "ok", "failed", "failed"]
+    assert list(board["error"][3:]) == ["no such file", "checkpoint does not match"]
+    assert board["otce"].iloc[2] == pytest.approx(-2.0)
+    assert board["repeats"].iloc[0] == 3
+    assert board.loc[0, ["architecture", "n_pixels", "solver", "extract_seconds"]].tolist() == ["unet", 500, "emd", 3.5]
+    assert board["otce"].iloc[3:].isna().all()
+
+
+def test_groups_compare_with_the_group_leader_not_the_neighbour():
+    # B overlaps A, C overlaps B but not A: C starts group 2, D overlaps C.
+    assert indistinguishable_groups([9.0, 8.0, 7.0, 6.5], [11.0, 10.0, 8.5, 7.5]) == [1, 1, 2, 2]
+    assert indistinguishable_groups([], []) == []
+
+
+def test_board_groups_follow_the_intervals():
+    board = build_leaderboard([
+        _ok("a", [-1.00, -1.02, -0.98]),  # interval about [-1.05, -0.95]
+        _ok("b", [-1.03, -1.05, -1.01]),  # overlaps a
+        _ok("c", [-1.50, -1.52, -1.48]),  # far below
+        _ok("d", [-3.0, -3.0, -3.0]),
+    ])
+    assert list(board["group"].astype(int)) == [1, 1, 2, 3]
+
+
+def test_results_need_their_evidence():
+    with pytest.raises(ValueError, match="at least 2 finite repeat scores"):
+        _ok("m", [-1.0])
+    with pytest.raises(ValueError, match="a failed result needs its error"):
+        ModelResult(model="m", source="alpha", status="failed")
+    with pytest.raises(ValueError, match="status 'done'"):
+        ModelResult(model="m", source="alpha", status="done", scores=[-1.0, -1.0])
+    with pytest.raises(ValueError, match="it becomes a folder name"):
+        _ok("../escape", [-1.0, -1.0])
+    with pytest.raises(ValueError, match=r"duplicates of \['m'\]"):
+        build_leaderboard([_ok("m", [-1.0, -1.0]), _ok("m", [-2.0, -2.0])])
+
+
+def _sample_results() -> list[ModelResult]:
+    return [
+        _ok("unet_alpha", [-0.91, -0.95, -0.93], architecture="unet", n_pixels=1000, solver="sinkhorn", epsilon=0.1,
+            max_marginal_error=1e-4, extract_seconds=2.0, score_seconds=1.5, fingerprint="abc123"),
+        _ok("fcn_beta", [-1.40, -1.30, -1.35], source="beta", architecture="fcn8s", n_pixels=1000),
+        _ok("psp_gamma", [-0.92, -0.99, -0.96], source="gamma"),
+        ModelResult(model="broken", source="beta", status="failed", error="model 'broken': <no such file> | x"),
+    ]
+
+
+def test_records_round_trip_and_rebuild_the_board(tmp_path):
+    output = str(tmp_path / "out")
+    assert load_results(output) == []  # nothing recorded yet: a fresh run
+    results = _sample_results()
+    for result in results:
+        record_result(output, result)
+    record_result(output, results[2])  # a rerun replaces, never duplicates
+
+    loaded = load_results(output)
+    assert loaded == sorted(results, key=lambda r: r.model)
+    pd.testing.assert_frame_equal(build_leaderboard(loaded), build_leaderboard(results))
+
+
+def test_malformed_records_name_their_file(tmp_path):
+    output = str(tmp_path)
+    record_result(output, _sample_results()[0])
+    bad = tmp_path / "results" / "zz.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        load_results(output)
+    bad.write_text(json.dumps({"model": "zz", "source": "alpha", "scores": [-1, -1], "colour": "red"}))
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + r": unknown fields \['colour'\]"):
+        load_results(output)
+
+
+def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
+    parquet = pd.read_parquet(io.BytesIO(fs.read_bytes(fs.join(output, "leaderboard.parquet"))))
+    pd.testing.assert_frame_equal(parquet, board)
+
+    csv = pd.read_csv(io.BytesIO(fs.read_bytes(fs.join(output, "leaderboard.csv"))))
+    assert list(csv.columns) == list(COLUMNS)
+    assert list(csv["model"]) == list(board["model"])
+    assert csv["otce_ci_low"].tolist()[:3] == pytest.approx(board["otce_ci_low"].tolist()[:3])
+
+    markdown = fs.read_bytes(fs.join(output, "leaderboard.md")).decode()
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(board)  # header, rule, one line per model
+    assert table[2].startswith("| 1 | 1 | unet_alpha | unet | alpha | -0.9300 | [")
+    assert "model 'broken': <no such file> \\| x" in table[-1]  # pipes escaped so the table stays a table
+
+    page = fs.read_bytes(fs.join(output, "leaderboard.html")).decode()
+    assert page.startswith("<!DOCTYPE html>")
+    for external in ("http://", "https://", "src=", "<link", "<script", "url("):
+        assert external not in page  # self-contained
+    assert "<svg" in page and page.count("<circle") == 3  # one point per scored model
+    assert ">G1</text>" in page and ">G2</text>" in page  # groups marked on the plot
+    assert page.count('class="band-0 group-start"') + page.count('class="band-1 group-start"') == 2
+    assert '<tr class="failed">' in page and "&lt;no such file&gt;" in page  # error shown, escaped
+
+
+def test_all_files_written_and_readable_back(tmp_path):
+    output = str(tmp_path / "out")
+    board = build_leaderboard(_sample_results())
+    assert list(board["group"].astype("object")) == [1, 1, 2, pd.NA]
+
+    written = write_leaderboard(output, board)
+
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == sorted(
+        ["leaderboard.csv", "leaderboard.parquet", "leaderboard.md", "leaderboard.html"])
+    _assert_files_readable(output, board)
+
+
+def test_run_json_records_config_versions_and_timings(tmp_path):
+    uri = write_run_json(str(tmp_path), {"output": str(tmp_path), "otce": {"repeats": 3}}, {"total_seconds": 12.5})
+    record = json.loads(fs.read_bytes(uri))
+    assert record["config"] == {"output": str(tmp_path), "otce": {"repeats": 3}}
+    assert record["timings"] == {"total_seconds": 12.5}
+    assert set(record["versions"]) == {"otce-ray", "python", "ray", "torch", "pot"}
+    assert record["versions"]["ray"].startswith("2.60")
+    assert record["written_at"].endswith("+00:00")
+
+
+def test_everything_goes_to_s3(s3_bucket):
+    output = f"s3://{s3_bucket}/runs/first"
+    results = _sample_results()
+    for result in results:
+        record_result(output, result)
+    assert result_uri(output, "broken") == f"{output}/results/broken.json"
+
+    board = build_leaderboard(load_results(output))
+    write_leaderboard(output, board)
+    write_run_json(output, {"output": output}, {"total_seconds": 1.0})
+
+    pd.testing.assert_frame_equal(board, build_leaderboard(results))
+    _assert_files_readable(output, board)
+    assert json.loads(fs.read_bytes(f"{output}/run.json"))["config"] == {"output": output}
