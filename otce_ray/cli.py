@@ -13,6 +13,27 @@ def _bench_ot(args: argparse.Namespace) -> int:
     return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device)
 
 
+def _synth(args: argparse.Namespace) -> int:
+    import time
+
+    from otce_ray.datasets.synth import DOMAINS, write_benchmark
+
+    start = time.perf_counter()
+    cities = write_benchmark(args.out, args.cities, args.images_per_city, args.size, args.seed)
+    print(f"wrote {len(cities) * args.images_per_city} images of {args.size[0]}x{args.size[1]} to {args.out} "
+          f"in {time.perf_counter() - start:.1f} s (Cityscapes layout, split train); cities:")
+    for city in cities:
+        print(f"  {city}: {DOMAINS[city].family}, {DOMAINS[city].condition}")
+    return 0
+
+
+def _height_x_width(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 128x256, got {text!r}")
+    return int(height), int(width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otce-ray", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     ot_bench.add_argument("--seed", type=int, default=0)
     ot_bench.add_argument("--device", default="auto")
     ot_bench.set_defaults(handler=_bench_ot)
+
+    synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
+    synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")
+    synth.add_argument("--cities", type=int, default=8, help="how many cities (domains), families alternating")
+    synth.add_argument("--images-per-city", type=int, default=50)
+    synth.add_argument("--size", type=_height_x_width, default=(128, 256), help="HEIGHTxWIDTH (default 128x256)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_synth)
     return parser
 
 
