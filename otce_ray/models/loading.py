@@ -11,6 +11,8 @@ import contextlib
 import importlib
 import io
 import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -100,7 +102,7 @@ def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device =
         module = _build_python(spec) if spec.format == "python" else _build_builtin(spec)
         if spec.checkpoint:
             _load_checkpoint(spec, module)
-    module = module.to(device).eval().requires_grad_(False)
+    module = module.to(device).eval()
     return LoadedModel(spec, module, device, _feature_layer(spec, module))
 
 
@@ -116,7 +118,9 @@ def _read(spec: ModelSpec, what: str, uri: str) -> io.BytesIO:
 def _load_torchscript(spec: ModelSpec, device: torch.device) -> nn.Module:
     data = _read(spec, "TorchScript file", spec.path)
     try:
-        return torch.jit.load(data, map_location=device)
+        with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; it is still a supported zoo format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(data, map_location=device)
     except Exception as error:
         raise ModelError(spec.name, f"{spec.path} is not a loadable TorchScript file: {_first_line(error)}") from error
 
@@ -152,18 +156,24 @@ def _call_factory(spec: ModelSpec, what: str, factory) -> nn.Module:
     return module
 
 
+_UNREADABLE = "cannot be read (corrupt, or not a PyTorch checkpoint)"
+
+
 def _load_checkpoint(spec: ModelSpec, module: nn.Module) -> None:
     data = _read(spec, "checkpoint", spec.checkpoint)
     try:
         state = torch.load(data, map_location="cpu", weights_only=not spec.allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
-        raise ModelError(
-            spec.name,
-            f"checkpoint {spec.checkpoint} is not a weights-only file and was not unpickled "
-            f"({_first_line(error)}); set allow_unsafe_pickle: true only for a file you trust",
-        ) from error
+        detail = _unpickler_detail(error)
+        if detail.startswith("Unsupported global"):
+            raise ModelError(
+                spec.name,
+                f"checkpoint {spec.checkpoint} is not a weights-only file and was not unpickled ({detail}); "
+                "set allow_unsafe_pickle: true only for a file you trust",
+            ) from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {detail}") from error
     except Exception as error:
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} cannot be read: {_first_line(error)}") from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {_first_line(error)}") from error
     state = _state_dict_of(state)
     if state is None:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} holds no state dict of tensors")
@@ -222,6 +232,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, Mapping):
         return f"a dict with keys {sorted(map(str, value))}"
     return f"a {type(value).__name__}"
+
+
+def _unpickler_detail(error: BaseException) -> str:
+    """The one informative line of torch's long weights-only refusal (e.g. 'Unsupported global: GLOBAL x.Y')."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+    return match.group(1).split(". ")[0].strip() if match else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:
