@@ -6,8 +6,9 @@ paths, malformed S3 URIs) and raises them together as one :class:`ConfigError`, 
 
 Dataset and model specs stay plain dicts (the readers take dicts). They are checked here key by key, per format, so
 that every problem is listed; a spec that passes is then handed to its reader's own validator
-(``datasets.spec.normalize_spec``, ``models.ModelSpec.from_dict``) so the config never accepts what a reader rejects. Relative local paths, and ``models_file``, are taken relative to the config
-file's folder and stored absolute. S3 URIs are only checked for syntax: validation never touches the network.
+(``datasets.spec.normalize_spec``, ``models.ModelSpec.from_dict``) so the config never accepts what a reader
+rejects. Relative local paths, and ``models_file``, are taken relative to the config file's folder and stored
+absolute. S3 URIs are only checked for syntax: validation never touches the network.
 """
 
 from __future__ import annotations
@@ -102,10 +103,15 @@ class RunConfig:
         raise KeyError(f"no model named {name!r} in the run config")
 
     def model_fingerprint(self, name: str) -> str:
-        """A hash of everything that determines this model's score, so a rerun reuses a result only if it matches."""
+        """A hash of everything that determines this model's score, so a rerun reuses a result only if it matches.
+
+        Built from the readers' own fingerprints, so two spellings of one model or dataset agree.
+        """
+        spec = self.model(name)
         inputs = {
-            "model": self.model(name),
-            "target": self.target,
+            "model": ModelSpec.from_dict(spec).fingerprint(),
+            "source": dataset_fingerprint(spec["source"]),
+            "target": dataset_fingerprint(self.target),
             "otce": dataclasses.asdict(self.otce),
             "pixels_per_image": self.extraction.pixels_per_image,
         }
@@ -123,8 +129,9 @@ def resolve_num_gpus(requested: float | None, cluster_gpus: float) -> float:
     return 1.0 if cluster_gpus > 0 else 0.0
 
 
-def load_config(path: str) -> RunConfig:
+def load_config(path: str | os.PathLike) -> RunConfig:
     """Read and validate a run config (local path or s3://); raise ConfigError listing every problem."""
+    path = str(path)
     raw, problem = _read_yaml(path)
     if problem:
         raise ConfigError(path, [f"config: {problem}"])

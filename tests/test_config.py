@@ -296,6 +296,10 @@ def test_model_fingerprint_tracks_what_determines_the_score(tree):
     changed = parse_config(fewer_pixels, base_dir=str(tree))
 
     assert config.model_fingerprint("unet_alpha") == again.model_fingerprint("unet_alpha")
+    reordered = _raw()
+    reordered["target"]["cities"] = ["gamma", "gamma"]  # the same dataset, spelled differently
+    assert parse_config(reordered, base_dir=str(tree)).model_fingerprint("unet_alpha") == again.model_fingerprint(
+        "unet_alpha")
     assert config.model_fingerprint("unet_alpha") != config.model_fingerprint("segnet_alpha")
     assert config.model_fingerprint("unet_alpha") != changed.model_fingerprint("unet_alpha")
     with pytest.raises(KeyError, match="no model named 'nope'"):
