@@ -311,6 +311,16 @@ def s3_uri_problem(uri: str) -> str | None:
 
 # --- key tables -------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _SpecKeys:
+    """The key table of a spec whose allowed and required keys depend on its ``format``."""
+
+    common: dict[str, Check]
+    by_format: dict[str, dict[str, Check]]
+    required: set[str]
+    by_format_required: dict[str, set[str]]
+
+
 _DATASET_COMMON: dict[str, Check] = {
     "name": name_problem, "format": _choice(DATASET_FORMATS, "format"), "root": _string,
     "max_images": _int_at_least(1), "seed": _int_at_least(0), "on_error": _choice(ON_ERROR),
@@ -323,6 +333,7 @@ _DATASET_FORMAT_KEYS: dict[str, dict[str, Check]] = {
 }
 _DATASET_REQUIRED = {"name", "format", "root"}
 _DATASET_FORMAT_REQUIRED = {"cityscapes": {"split"}, "bdd100k": {"split"}, "gta5": set(), "folder": {"label_map"}}
+_DATASET_KEYS = _SpecKeys(_DATASET_COMMON, _DATASET_FORMAT_KEYS, _DATASET_REQUIRED, _DATASET_FORMAT_REQUIRED)
 
 _MODEL_COMMON: dict[str, Check] = {
     "name": name_problem, "format": _choice(MODEL_FORMATS, "format"), "source": _nested,
@@ -336,6 +347,7 @@ _MODEL_FORMAT_KEYS: dict[str, dict[str, Check]] = {
 }
 _MODEL_REQUIRED = {"name", "format", "source"}
 _MODEL_FORMAT_REQUIRED = {"torchscript": {"path"}, "python": {"entrypoint"}, "builtin": {"architecture"}}
+_MODEL_KEYS = _SpecKeys(_MODEL_COMMON, _MODEL_FORMAT_KEYS, _MODEL_REQUIRED, _MODEL_FORMAT_REQUIRED)
 _MODEL_FILES = ("path", "checkpoint")
 
 _TOP: dict[str, Check] = {
@@ -406,21 +418,19 @@ class _Checker:
             self.problem(path, f"no such {must_exist} {resolved!r}")
         return resolved
 
-    def formatted(
-        self, value: Any, path: str, common: dict, by_format: dict, required: set, by_format_required: dict
-    ) -> dict | None:
+    def formatted(self, value: Any, path: str, table: _SpecKeys) -> dict | None:
         """Check a spec whose allowed and required keys depend on its ``format``."""
         fmt = value.get("format") if isinstance(value, Mapping) else None
-        if fmt in by_format:
-            keys, needed = {**common, **by_format[fmt]}, required | by_format_required[fmt]
+        if fmt in table.by_format:
+            keys, needed = {**table.common, **table.by_format[fmt]}, table.required | table.by_format_required[fmt]
         else:  # unknown format: accept any format's keys so the one real problem is not buried in noise
-            keys, needed = {**common, **{k: c for table in by_format.values() for k, c in table.items()}}, required
+            every_format = {k: c for keys in table.by_format.values() for k, c in keys.items()}
+            keys, needed = {**table.common, **every_format}, table.required
         return self.mapping(value, path, keys, needed)
 
     def dataset(self, value: Any, path: str) -> dict | None:
         problems_before = len(self.problems)
-        spec = self.formatted(value, path, _DATASET_COMMON, _DATASET_FORMAT_KEYS, _DATASET_REQUIRED,
-                              _DATASET_FORMAT_REQUIRED)
+        spec = self.formatted(value, path, _DATASET_KEYS)
         if spec is None:
             return None
         if "root" in spec:
@@ -444,8 +454,7 @@ class _Checker:
 
     def model(self, value: Any, path: str) -> dict | None:
         problems_before = len(self.problems)
-        spec = self.formatted(value, path, _MODEL_COMMON, _MODEL_FORMAT_KEYS, _MODEL_REQUIRED,
-                              _MODEL_FORMAT_REQUIRED)
+        spec = self.formatted(value, path, _MODEL_KEYS)
         if spec is None:
             return None
         for key in _MODEL_FILES:
