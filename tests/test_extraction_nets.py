@@ -21,20 +21,26 @@ class CoordNet(nn.Module):
     whatever the stride or input resize: this is the alignment oracle.
     """
 
-    def __init__(self, stride: int = 1, logits: bool = True) -> None:
+    def __init__(self, stride: int = 1) -> None:
         super().__init__()
         self.stride = stride
-        self.logits = logits
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, height, width = x.shape[0], x.shape[2] // self.stride, x.shape[3] // self.stride
-        rows = (torch.arange(height, dtype=torch.float32) + 0.5) / height
-        cols = (torch.arange(width, dtype=torch.float32) + 0.5) / width
-        grid = torch.stack([rows[:, None].expand(height, width), cols[None, :].expand(height, width)])
-        features = grid.unsqueeze(0).expand(batch, 2, height, width) + 0.0 * x.mean()
-        # a logits map of a different stride: its first channel is the row fraction too
-        logits = nn.functional.interpolate(features, scale_factor=0.5, mode="bilinear", align_corners=False)
-        return features, logits
+        features = _fractions(x, x.shape[2] // self.stride, x.shape[3] // self.stride)
+        # logits at twice the stride, encoding the same fractions: aligned independently of the features
+        return features, _fractions(x, x.shape[2] // (2 * self.stride), x.shape[3] // (2 * self.stride))
+
+
+def _fractions(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    rows = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    grid = torch.stack([rows[:, None].expand(height, width), cols[None, :].expand(height, width)])
+    return grid.unsqueeze(0).expand(x.shape[0], 2, height, width) + 0.0 * x.mean()
+
+
+def expected_fractions(positions: np.ndarray, extent: int, cells: int) -> np.ndarray:
+    """What bilinear sampling of a CoordNet map with ``cells`` cells gives at label ``positions`` of ``extent``."""
+    return np.clip((positions + 0.5) / extent, 0.5 / cells, 1 - 0.5 / cells)
 
 
 class ConstantNet(nn.Module):

@@ -1,0 +1,152 @@
+"""Parquet pixel stores: schema and metadata, atomic parts, manifest as completion mark, sampled reads, S3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from otce_ray.store import (
+    StoreError,
+    is_complete,
+    part_metadata,
+    part_uri,
+    pixel_table,
+    read_manifest,
+    read_pixels,
+    retract_manifest,
+    write_manifest,
+    write_part,
+)
+from otce_ray.store.layout import part_name
+from otce_ray.store.parts import ROW_GROUP_ROWS
+
+
+def _columns(rows: int, dim: int = 6, classes: int = 3, seed: int = 0, offset: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    index = np.arange(offset, offset + rows)
+    return {
+        "image_ids": np.array([f"img{i // 100:04d}" for i in index], dtype=object),
+        "rows": (index % 100).astype(np.int32),
+        "cols": (index // 100).astype(np.int32),
+        "labels": rng.integers(0, classes, rows).astype(np.int16),
+        # the first feature is the global row index, so every read can be checked against what was written
+        "features": np.column_stack([index, rng.normal(size=(rows, dim - 1))]).astype(np.float32),
+        "logits": rng.normal(size=(rows, classes)).astype(np.float32),
+    }
+
+
+def _write_store(store: str, parts: list[int], *, key: str = "k1", dtype: str = "float32", logits: bool = True):
+    offset, entries = 0, []
+    for shard, rows in enumerate(parts):
+        columns = _columns(rows, seed=shard, offset=offset)
+        if not logits:
+            columns["logits"] = None
+        table = pixel_table(**columns, metadata={"key": key, "rows": rows}, feature_dtype=dtype)
+        write_part(part_uri(store, "ds", "m", shard), table)
+        entries.append({"file": part_name(shard), "shard": shard, "rows": rows, "images": 1})
+        offset += rows
+    write_manifest(store, "ds", "m", {"key": key, "feature_dim": 6, "logit_dim": 3 if logits else None,
+                                      "parts": entries, "rows": offset})
+    return offset
+
+
+def test_schema_types_and_metadata(tmp_path):
+    table = pixel_table(**_columns(10), metadata={"key": "abc", "model": "m"}, feature_dtype="float16")
+    assert table.schema.field("label").type == pa.int16()
+    assert table.schema.field("row").type == pa.int32()
+    assert table.schema.field("features").type == pa.list_(pa.float16(), 6)
+    assert table.schema.field("logits").type == pa.list_(pa.float16(), 3)
+    uri = str(tmp_path / "part-00000.parquet")
+    write_part(uri, table)
+    assert part_metadata(uri) == {"key": "abc", "model": "m"}
+    assert pq.read_table(uri).num_rows == 10
+    assert part_metadata(str(tmp_path / "absent.parquet")) is None
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    assert part_metadata(str(tmp_path / "junk.parquet")) is None  # unreadable parts are rewritten, not trusted
+
+
+def test_write_part_leaves_no_temporary_files(tmp_path):
+    _write_store(str(tmp_path), [5, 7])
+    assert sorted(p.name for p in (tmp_path / "ds" / "m").iterdir()) == [
+        "_manifest.json", "part-00000.parquet", "part-00001.parquet"]
+
+
+def test_read_all_pixels_back_in_order(tmp_path):
+    total = _write_store(str(tmp_path), [300, 200, 250])
+    pixels = read_pixels(str(tmp_path), "ds", "m")
+    assert len(pixels) == total
+    assert pixels.features.dtype == np.float32 and pixels.features.shape == (total, 6)
+    np.testing.assert_array_equal(pixels.features[:, 0], np.arange(total))
+    expected = np.concatenate([_columns(300, seed=0)["labels"], _columns(200, seed=1)["labels"],
+                               _columns(250, seed=2)["labels"]])
+    np.testing.assert_array_equal(pixels.labels, expected)
+    assert pixels.logits.shape == (total, 3)
+    assert pixels.image_ids[0] == "img0000" and pixels.rows[101] == 1 and pixels.cols[101] == 1
+    assert read_pixels(str(tmp_path), "ds", "m", with_logits=False).logits is None
+
+
+def test_sampled_read_is_seeded_uniform_and_exact(tmp_path):
+    total = _write_store(str(tmp_path), [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40], dtype="float16")
+    first = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=3)
+    again = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=3)
+    other = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=4)
+    assert len(first) == 1000
+    np.testing.assert_array_equal(first.features, again.features)
+    assert not np.array_equal(first.features, other.features)
+    # every sampled row is the row written at that global index (the first feature holds it)
+    index = np.sort(np.random.default_rng(3).choice(total, 1000, replace=False))
+    np.testing.assert_array_equal(first.image_ids, np.array([f"img{i // 100:04d}" for i in index], dtype=object))
+    np.testing.assert_array_equal(first.rows, index % 100)
+    assert read_pixels(str(tmp_path), "ds", "m", sample=10 * total).features.shape == (total, 6)
+    with pytest.raises(ValueError, match="sample must be a positive"):
+        read_pixels(str(tmp_path), "ds", "m", sample=0)
+
+
+def test_sampled_read_touches_only_the_row_groups_it_needs(tmp_path, monkeypatch):
+    _write_store(str(tmp_path), [4 * ROW_GROUP_ROWS])
+    read_groups: list[list[int]] = []
+    original = pq.ParquetFile.read_row_groups
+
+    def spy(self, row_groups, *args, **kwargs):
+        read_groups.append(list(row_groups))
+        return original(self, row_groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    pixels = read_pixels(str(tmp_path), "ds", "m", sample=1, seed=0)
+    assert len(pixels) == 1 and read_groups == [[int(pixels.features[0, 0]) // ROW_GROUP_ROWS]]
+
+
+def test_store_without_logits(tmp_path):
+    _write_store(str(tmp_path), [20], logits=False)
+    assert read_pixels(str(tmp_path), "ds", "m").logits is None
+
+
+def test_completion_is_the_manifest_and_its_key(tmp_path):
+    store = str(tmp_path)
+    assert not is_complete(store, "ds", "m")
+    write_part(part_uri(store, "ds", "m", 0), pixel_table(**_columns(5), metadata={"key": "k1"}))
+    assert not is_complete(store, "ds", "m")  # parts alone never read as complete
+    with pytest.raises(StoreError, match=r"no complete pixel store for model 'm' on dataset 'ds' at .*ds/m"):
+        read_pixels(store, "ds", "m")
+    _write_store(store, [5])
+    assert is_complete(store, "ds", "m") and is_complete(store, "ds", "m", key="k1")
+    assert not is_complete(store, "ds", "m", key="k2")
+    with pytest.raises(StoreError, match="written for other settings"):
+        read_pixels(store, "ds", "m", key="k2")
+    retract_manifest(store, "ds", "m")
+    retract_manifest(store, "ds", "m")  # idempotent
+    assert read_manifest(store, "ds", "m") is None
+
+
+def test_s3_round_trip(s3_bucket):
+    store = f"s3://{s3_bucket}/stores/run1"
+    total = _write_store(store, [120, 80], dtype="float16")
+    assert is_complete(store, "ds", "m")
+    assert part_metadata(part_uri(store, "ds", "m", 1)) == {"key": "k1", "rows": 80}
+    pixels = read_pixels(store, "ds", "m", sample=50, seed=1)
+    assert len(pixels) == 50 and pixels.features.shape == (50, 6)
+    np.testing.assert_array_equal(read_pixels(store, "ds", "m").features[:, 0], np.arange(total))
+    retract_manifest(store, "ds", "m")
+    assert not is_complete(store, "ds", "m")
