@@ -13,6 +13,13 @@ def _bench_ot(args: argparse.Namespace) -> int:
     return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device)
 
 
+def _bench_extract(args: argparse.Namespace) -> int:
+    from otce_ray.bench.extract import main as bench_extract
+
+    return bench_extract(arch=args.arch, images=args.images, size=args.size, batch_size=args.batch_size,
+                         pixels_per_image=args.pixels_per_image, num_gpus=args.num_gpus, seed=args.seed)
+
+
 def _synth(args: argparse.Namespace) -> int:
     import time
 
@@ -47,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     ot_bench.add_argument("--seed", type=int, default=0)
     ot_bench.add_argument("--device", default="auto")
     ot_bench.set_defaults(handler=_bench_ot)
+    extract_bench = benches.add_parser("extract", help="images/s of Ray extraction vs a bare torch loop")
+    extract_bench.add_argument("--arch", default="unet", help="built-in architecture (unet, segnet, fcn8s, pspnet)")
+    extract_bench.add_argument("--images", type=int, default=256)
+    extract_bench.add_argument("--size", type=_height_x_width, default=(128, 256), help="HEIGHTxWIDTH")
+    extract_bench.add_argument("--batch-size", type=int, default=8)
+    extract_bench.add_argument("--pixels-per-image", type=int, default=1000)
+    extract_bench.add_argument("--num-gpus", type=float, default=None, help="per task (default: 1 with CUDA, else 0)")
+    extract_bench.add_argument("--seed", type=int, default=0)
+    extract_bench.set_defaults(handler=_bench_extract)
 
     synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
     synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")

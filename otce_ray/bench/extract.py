@@ -1,0 +1,121 @@
+"""``otce-ray bench extract``: images/s of the Ray extraction path vs a bare torch loop over the same model and images.
+
+The peer is what one would write by hand: decode each image, batch, forward, nothing else, timed with torch's
+default thread count and with one thread, keeping the faster (on a busy CPU, intra-op threads can be several times
+slower than one thread), so the ratio is against the strongest peer. The Ray path does the
+whole job (tasks per shard, decode, forward, pixel sampling, Parquet write, manifest). It runs twice into fresh
+stores; the second, warm run (workers already started, torch imported) gives the ratio, as in a long run over
+many models. Ray start-up itself is not timed. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from otce_ray.models import load_model
+
+
+def main(
+    *,
+    arch: str = "unet",
+    images: int = 256,
+    size: tuple[int, int] = (128, 256),
+    batch_size: int = 8,
+    pixels_per_image: int = 1000,
+    num_gpus: float | None = None,
+    seed: int = 0,
+) -> int:
+    from otce_ray.datasets import open_dataset
+    from otce_ray.datasets.synth import write_benchmark
+
+    cuda = torch.cuda.is_available()
+    num_gpus = (1.0 if cuda else 0.0) if num_gpus is None else num_gpus
+    model = {"name": f"bench-{arch}", "format": "builtin", "architecture": arch, "num_classes": 19}
+    with tempfile.TemporaryDirectory(prefix="otce-bench-extract-") as work:
+        root = os.path.join(work, "data")
+        cities = write_benchmark(root, cities=2, images_per_city=(images + 1) // 2, size=size, seed=seed)
+        dataset = {"name": "bench", "format": "cityscapes", "root": root, "split": "train", "cities": cities,
+                   "max_images": images}
+        count = len(open_dataset(dataset))
+        bare = _bare_loop(model, open_dataset(dataset), batch_size, "cuda" if cuda else "cpu")
+        bare_threads = torch.get_num_threads()
+        if not cuda and bare_threads > 1:
+            with _torch_threads(1):
+                single = _bare_loop(model, open_dataset(dataset), batch_size, "cpu")
+            bare, bare_threads = min((bare, bare_threads), (single, 1))
+        cold, warm = (
+            _ray_path(model, dataset, os.path.join(work, f"store{run}"), batch_size, pixels_per_image, num_gpus, seed)
+            for run in range(2)
+        )
+    result = {
+        "bench": "extract",
+        "arch": arch,
+        "images": count,
+        "size": list(size),
+        "batch_size": batch_size,
+        "pixels_per_image": pixels_per_image,
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({os.cpu_count()} cores)",
+        "num_gpus_per_task": num_gpus,
+        "bare_threads": bare_threads,
+        "bare_images_per_s": round(count / bare, 2),
+        "ray_images_per_s": round(count / warm, 2),
+        "ray_cold_images_per_s": round(count / cold, 2),
+        "ratio": round(bare / warm, 3),
+    }
+    print(f"bare torch loop : {result['bare_images_per_s']:8.2f} images/s ({count} images, {bare:.2f} s, "
+          f"{bare_threads} torch thread(s))")
+    print(f"ray, cold       : {result['ray_cold_images_per_s']:8.2f} images/s (workers start, torch imports)")
+    print(f"ray, warm       : {result['ray_images_per_s']:8.2f} images/s   ratio ray/bare = {result['ratio']:.3f}")
+    print(json.dumps(result))
+    return 0
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _bare_loop(model_spec: dict, dataset, batch_size: int, device: str) -> float:
+    """Seconds for decode + forward over every image, after one warm-up batch."""
+    model = load_model(model_spec, device)
+    model(np.stack([dataset[0].image]))
+    start = time.perf_counter()
+    batch: list[np.ndarray] = []
+    for index in range(len(dataset)):
+        batch.append(dataset[index].image)
+        if len(batch) == batch_size or index == len(dataset) - 1:
+            model(np.stack(batch))
+            batch = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _ray_path(
+    model_spec: dict, dataset: dict, store: str, batch_size: int, pixels_per_image: int, num_gpus: float, seed: int
+) -> float:
+    import ray
+
+    from otce_ray.extraction import extract_model
+
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    start = time.perf_counter()
+    summary = extract_model(model_spec, dataset, store, pixels_per_image=pixels_per_image, batch_size=batch_size,
+                            num_gpus=num_gpus, seed=seed)
+    if summary.status != "ok":
+        raise RuntimeError(f"extraction failed: {summary.error}")
+    return time.perf_counter() - start
