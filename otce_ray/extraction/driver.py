@@ -118,6 +118,7 @@ def run_extraction(
             planned.append(_plan(spec, dataset_spec, store, pixels_per_image, seed, num_shards, feature_dtype))
     jobs = [job for job in planned if isinstance(job, _Job)]
     if jobs:
+        _check_gpus(num_gpus)
         task = ray.remote(run_shard).options(
             num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False
         )
@@ -183,14 +184,19 @@ def _file_stamps(spec: ModelSpec) -> dict[str, Any]:
     return stamps
 
 
+def _check_gpus(num_gpus: float) -> None:
+    """Refuse up front what would otherwise wait forever as infeasible tasks."""
+    available = ray.cluster_resources().get("GPU", 0)
+    if num_gpus > 0 and available < num_gpus:
+        raise ValueError(
+            f"num_gpus={num_gpus} per task, but the Ray cluster has {available} GPUs: start the GPU workers first, "
+            "or set num_gpus to 0 to extract on CPUs"
+        )
+
+
 def _default_in_flight(num_gpus: float, num_cpus: float) -> int:
     resources = ray.cluster_resources()
-    if num_gpus > 0:
-        if resources.get("GPU", 0) < num_gpus:
-            raise ValueError(f"num_gpus={num_gpus} per task, but the Ray cluster has {resources.get('GPU', 0)} GPUs")
-        slots = resources["GPU"] / num_gpus
-    else:
-        slots = resources.get("CPU", 1) / max(num_cpus, 1e-3)
+    slots = resources["GPU"] / num_gpus if num_gpus > 0 else resources.get("CPU", 1) / max(num_cpus, 1e-3)
     return max(1, 2 * int(slots))
 
 

@@ -47,16 +47,15 @@ class LoadedModel:
         self._uses_hook = feature_layer is not None
 
     def __call__(self, images: np.ndarray) -> ModelOutput:
-        """Run a batch of (B, H, W, 3) uint8 images; bf16 autocast on CUDA, float32 outputs."""
+        """Run a batch of (B, H, W, 3) uint8 images (bf16 autocast on CUDA unless the spec turns it off)."""
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ModelError(self.spec.name, f"expected images of shape (B, H, W, 3), got {images.shape}")
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         x = (x - self._mean) / self._std
         if self.spec.size is not None and tuple(x.shape[-2:]) != self.spec.size:
             x = F.interpolate(x, size=self.spec.size, mode="bilinear", align_corners=False, antialias=True)
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
-        )
+        bf16 = self.device.type == "cuda" and self.spec.autocast
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         self._captured.clear()
         with torch.inference_mode(), autocast:
             try:

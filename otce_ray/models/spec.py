@@ -33,6 +33,7 @@ class ModelSpec:
     ``kwargs`` such as ``width``/``feature_dim``; randomly initialised from ``init_seed`` when no ``checkpoint``).
     Checkpoints load with ``weights_only=True`` unless ``allow_unsafe_pickle`` is set.
     ``mean``/``std`` normalise RGB in [0, 1]; ``size`` (H, W) resizes inputs before the forward.
+    ``autocast`` runs the forward under bf16 autocast on CUDA; turn it off for a model whose features it harms.
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     size: tuple[int, int] | None = None
     init_seed: int = 0
+    autocast: bool = True
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "ModelSpec":

