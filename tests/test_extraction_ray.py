@@ -171,6 +171,7 @@ def test_failing_models_are_recorded_and_the_others_go_on(cluster, zoo, tmp_path
     assert by_model["nan"].error.startswith("model 'nan': features contain NaN/Inf on image 'img00")
     assert "entrypoint 'not_a_module:build' does not import" in by_model["noimport"].error
     assert by_model["bad-spec"].error == "model 'bad-spec': field 'architecture' is required for format 'builtin'"
+    assert by_model["bad-spec"].dataset == "dsB"
     for name in ("missing", "nan", "noimport"):
         assert by_model[name].status == "failed" and "dataset 'dsB' shard" in by_model[name].error
         assert not is_complete(str(tmp_path / "store"), "dsB", name)
@@ -223,3 +224,14 @@ def test_s3_dataset_and_store_through_ray(cluster, zoo, s3_bucket):
 def test_more_gpus_per_task_than_the_cluster_has_is_refused(cluster, zoo, tmp_path):
     with pytest.raises(ValueError, match="num_gpus=4 per task, but the Ray cluster has 2.0 GPUs"):
         extract_model(zoo[0][1], zoo[1][1], str(tmp_path), num_gpus=4)
+
+
+def test_changed_settings_replace_the_store_instead_of_reusing_it(cluster, zoo, tmp_path):
+    models, datasets = zoo
+    first = extract_model(models[1], datasets[1], str(tmp_path), pixels_per_image=10, batch_size=2, num_gpus=0.5,
+                          seed=0, num_shards=2)
+    second = extract_model(models[1], datasets[1], str(tmp_path), pixels_per_image=20, batch_size=2, num_gpus=0.5,
+                           seed=0, num_shards=2)
+    assert (second.status, second.shards_written, second.shards_reused) == ("ok", 2, 0)
+    assert second.key != first.key and is_complete(str(tmp_path), "dsB", "psp", key=second.key)
+    assert len(read_pixels(str(tmp_path), "dsB", "psp")) == expected_rows(datasets[1], 20)

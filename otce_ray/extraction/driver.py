@@ -19,7 +19,7 @@ import ray
 from otce_ray import fs
 from otce_ray.extraction.shard import ExtractionRequest, ShardResult, run_shard
 from otce_ray.models import ModelError, ModelSpec
-from otce_ray.store import read_manifest, retract_manifest, write_manifest
+from otce_ray.store import FEATURE_DTYPES, read_manifest, retract_manifest, write_manifest
 from otce_ray.store.layout import part_name
 
 IMAGES_PER_SHARD = 32  # default shard size: a few minutes of GPU work at most, so a retry loses little
@@ -105,6 +105,8 @@ def run_extraction(
     """
     if pixels_per_image < 1 or batch_size < 1 or num_gpus < 0 or max_retries < 0:
         raise ValueError("pixels_per_image and batch_size must be >= 1, num_gpus and max_retries >= 0")
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype must be one of {sorted(FEATURE_DTYPES)}, got {feature_dtype!r}")
     if not ray.is_initialized():
         ray.init()
     planned: list[_Job | ExtractionSummary] = []
@@ -112,7 +114,9 @@ def run_extraction(
         try:
             spec = ModelSpec.from_dict(entry)
         except ValueError as error:
-            planned.append(ExtractionSummary(_entry_name(entry), "-", "failed", error=str(error)))
+            name = _name_of(entry)
+            datasets = [_name_of(d) for d in dataset_specs_per_model.get(name, ())] or ["-"]
+            planned.extend(ExtractionSummary(name, dataset, "failed", error=str(error)) for dataset in datasets)
             continue
         for dataset_spec in dataset_specs_per_model.get(spec.name, ()):
             planned.append(_plan(spec, dataset_spec, store, pixels_per_image, seed, num_shards, feature_dtype))
@@ -138,7 +142,7 @@ def _plan(
     """The job for one pair, or its final summary when it is already complete or cannot even be planned."""
     from otce_ray.datasets import dataset_fingerprint, open_dataset
 
-    dataset_name = str(dataset_spec.get("name", "?")) if isinstance(dataset_spec, Mapping) else "?"
+    dataset_name = _name_of(dataset_spec)
     try:
         dataset = open_dataset(dataset_spec)
         if len(dataset) == 0:
@@ -158,16 +162,16 @@ def _plan(
             model_files=_file_stamps(spec),
         )
         manifest = read_manifest(store, dataset_name, spec.name)
+        if manifest is not None and manifest.get("key") == request.key:
+            return ExtractionSummary(
+                spec.name, dataset_name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
+                key=request.key,
+            )
+        if manifest is not None:  # written for other settings: it must not read as complete while parts change
+            retract_manifest(store, dataset_name, spec.name)
     except Exception as error:
         message = str(error) if isinstance(error, ModelError) else f"model {spec.name!r}: {type(error).__name__}: {error}"
         return ExtractionSummary(spec.name, dataset_name, "failed", error=message)
-    if manifest is not None and manifest.get("key") == request.key:
-        return ExtractionSummary(
-            spec.name, dataset_name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
-            key=request.key,
-        )
-    if manifest is not None:  # written for other settings: it must not read as complete while parts are replaced
-        retract_manifest(store, dataset_name, spec.name)
     return _Job(request)
 
 
@@ -253,5 +257,6 @@ def _finish(job: _Job, store: str) -> ExtractionSummary:
     return summary
 
 
-def _entry_name(entry: Any) -> str:
+def _name_of(entry: Any) -> str:
+    """The 'name' of a model or dataset entry, even a malformed one, for its summary."""
     return str(entry.get("name", "?")) if isinstance(entry, Mapping) else "?"
