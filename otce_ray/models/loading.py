@@ -35,7 +35,9 @@ class ModelOutput:
 class LoadedModel:
     """A network in eval mode on its device, with the spec's input normalisation and output checks."""
 
-    def __init__(self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None):
+    def __init__(
+        self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None
+    ) -> None:
         self.spec = spec
         self.device = device
         self._module = module
