@@ -3,8 +3,9 @@
 Two families mirror the paper's inter-dataset setting: ``real-like`` cities (textured, muted, sensor noise,
 slight blur, lens vignetting, an ego-vehicle hood like Cityscapes) stand for BDD100K / Cityscapes, ``game-like``
 cities (flat shading, saturated colours, dark outlines, no noise, wider roads, bigger objects) stand for GTA5.
-Within a family, cities cycle through four weather/light conditions and get small seeded jitters of their own,
-so same-family, same-condition cities are the nearest sources and other-family cities the farthest.
+Cities alternate families and come in fours per weather/light condition (clear, overcast, dusk, fog), so any
+first 4k cities hold two cities of each family under each of k conditions; each city also gets small seeded
+jitters of its own. Same-family, same-condition cities are the nearest sources, other-family cities the farthest.
 
 A city's parameters depend only on its name (its position in the Greek alphabet), never on the benchmark seed:
 "alpha" is the same domain in every benchmark.
@@ -93,19 +94,19 @@ _FAMILY = {
 }
 _CONDITION = {
     "clear": dict(gain=1.0, tint=(1.0, 1.0, 1.0), fog=0.0, fog_colour=(210, 215, 225), sky=None, saturation=1.0),
-    "overcast": dict(gain=0.85, tint=(0.96, 0.98, 1.04), fog=0.2, fog_colour=(185, 190, 196), sky=(185, 190, 196),
-                     saturation=0.75),
-    "dusk": dict(gain=0.7, tint=(1.2, 0.9, 0.7), fog=0.1, fog_colour=(230, 150, 90), sky=(240, 150, 90),
+    "overcast": dict(gain=0.88, tint=(0.97, 0.99, 1.03), fog=0.15, fog_colour=(185, 190, 196), sky=(185, 190, 196),
+                     saturation=0.85),
+    "dusk": dict(gain=0.8, tint=(1.12, 0.95, 0.82), fog=0.1, fog_colour=(230, 150, 90), sky=(240, 150, 90),
                  saturation=1.0),
-    "fog": dict(gain=0.95, tint=(1.0, 1.0, 1.0), fog=0.6, fog_colour=(205, 205, 210), sky=(205, 205, 210),
-                saturation=0.8),
+    "fog": dict(gain=0.95, tint=(1.0, 1.0, 1.0), fog=0.45, fog_colour=(205, 205, 210), sky=(205, 205, 210),
+                saturation=0.85),
 }
 _SEED = 0x5EED  # the jitter stream of city i is default_rng([_SEED, i]): fixed for ever, independent of benchmarks
 
 
 def _make_domain(index: int) -> Domain:
     family = FAMILIES[index % 2]  # alternate families, so any first N cities hold both
-    condition = CONDITIONS[(index // 2) % len(CONDITIONS)]
+    condition = CONDITIONS[(index // 4) % len(CONDITIONS)]  # two cities per family and condition, in a row
     rng = np.random.default_rng([_SEED, index])
     traits = {key: rng.uniform(*value) if isinstance(value, tuple) else value for key, value in _FAMILY[family].items()}
     light = _CONDITION[condition]

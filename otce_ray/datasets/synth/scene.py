@@ -34,20 +34,6 @@ class Scene:
     windows: np.ndarray  # (H, W) bool, window panes on facades
 
 
-@dataclass(frozen=True)
-class _Thing:
-    """An object to paint, in image coordinates (box may stick out of the image)."""
-
-    label: int
-    top: float
-    bottom: float
-    left: float
-    right: float
-    depth: float
-    ground: float  # row where it stands: things are painted by increasing ground row (far first)
-    shape: Shape | None = None
-
-
 def _box(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.ones(np.broadcast(u, v).shape, dtype=bool)
 
@@ -70,6 +56,20 @@ def _person(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return head | body
 
 
+@dataclass(frozen=True)
+class _Thing:
+    """An object to paint, in image coordinates (box may stick out of the image)."""
+
+    label: int
+    top: float
+    bottom: float
+    left: float
+    right: float
+    depth: float
+    ground: float  # row where it stands: things are painted by increasing ground row (far first)
+    shape: Shape = _box
+
+
 class _Canvas:
     def __init__(self, height: int, width: int):
         self.labels = np.zeros((height, width), dtype=np.uint8)
@@ -78,12 +78,11 @@ class _Canvas:
         self.classes: list[int] = []
 
     def fill(self, label: int, where: np.ndarray, depth: np.ndarray | float) -> None:
-        self.instances[where] = len(self.classes)
-        self.classes.append(label)
-        self.labels[where] = label
-        self.depth[where] = depth[where] if isinstance(depth, np.ndarray) else depth
+        """Paint a whole-image mask (stuff: sky, ground, facades) as one new instance."""
+        self._paint((slice(None), slice(None)), where, label, depth[where] if isinstance(depth, np.ndarray) else depth)
 
     def draw(self, thing: _Thing) -> None:
+        """Paint an object's shape inside its box, clipped to the image."""
         height, width = self.labels.shape
         y0, y1 = max(0, round(thing.top)), min(height, round(thing.bottom))
         x0, x1 = max(0, round(thing.left)), min(width, round(thing.right))
@@ -91,12 +90,13 @@ class _Canvas:
             return
         v = ((np.arange(y0, y1) + 0.5 - thing.top) / (thing.bottom - thing.top))[:, None]
         u = ((np.arange(x0, x1) + 0.5 - thing.left) / (thing.right - thing.left))[None, :]
-        inside = (thing.shape or _box)(u, v)
-        region = (slice(y0, y1), slice(x0, x1))
+        self._paint((slice(y0, y1), slice(x0, x1)), thing.shape(u, v), thing.label, thing.depth)
+
+    def _paint(self, region: tuple[slice, slice], inside: np.ndarray, label: int, depth: np.ndarray | float) -> None:
         self.instances[region][inside] = len(self.classes)
-        self.classes.append(thing.label)
-        self.labels[region][inside] = thing.label
-        self.depth[region][inside] = thing.depth
+        self.classes.append(label)
+        self.labels[region][inside] = label
+        self.depth[region][inside] = depth
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _skyline(canvas: _Canvas, street: _Street, domain: Domain, rng: np.random.Ge
 
 
 def _windows(canvas: _Canvas, street: _Street, domain: Domain, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A grid of window panes on facade pixels, finer with distance from the camera."""
+    """A grid of window panes on facade pixels, its pitch set by the domain's object scale."""
     period = max(3.0, canvas.labels.shape[0] / 16 * domain.object_scale)
     grid = ((y - street.horizon) % period < period * 0.5) & (x % period < period * 0.5)
     return grid & (canvas.labels == ID["building"])
