@@ -34,6 +34,29 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from otce_ray.config import load_config
+    from otce_ray.leaderboard.render import leaderboard_markdown
+    from otce_ray.pipeline import run
+
+    config = load_config(args.config)
+    board = run(config, progress=not args.quiet)
+    print(leaderboard_markdown(board))
+    print(f"leaderboard written to {config.output}")
+    return 0 if (board["status"] == "ok").any() else 1
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from otce_ray.config import load_config
+    from otce_ray.pipeline import extract
+
+    summaries = extract(load_config(args.config))
+    for summary in summaries:
+        line = f"{summary.model:<24} {summary.dataset:<16} {summary.status:<7} {summary.rows:>9} rows"
+        print(line + (f"  {summary.error}" if summary.error else ""))
+    return 0 if all(summary.status != "failed" for summary in summaries) else 1
+
+
 def _height_x_width(text: str) -> tuple[int, int]:
     height, sep, width = text.lower().partition("x")
     if not (sep and height.isdigit() and width.isdigit()):
@@ -63,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     extract_bench.add_argument("--num-gpus", type=float, default=None, help="per task (default: 1 with CUDA, else 0)")
     extract_bench.add_argument("--seed", type=int, default=0)
     extract_bench.set_defaults(handler=_bench_extract)
+
+    score = commands.add_parser("score", help="extract what is missing, score every model, write the leaderboard")
+    score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(handler=_score)
+    extract = commands.add_parser("extract", help="fill the pixel stores of every model in a run config")
+    extract.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
+    extract.set_defaults(handler=_extract)
 
     synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
     synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")
