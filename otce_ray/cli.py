@@ -57,6 +57,18 @@ def _extract(args: argparse.Namespace) -> int:
     return 0 if all(summary.status != "failed" for summary in summaries) else 1
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from otce_ray.evaluation import evaluate, evaluation_markdown, join_ground_truth, read_table, write_report
+
+    leaderboard, ground_truth = read_table(args.leaderboard), read_table(args.ground_truth)
+    options = {"target_measure": args.measure, "metrics": args.metrics}
+    evaluation = evaluate(leaderboard, ground_truth, seed=args.seed, **options)
+    write_report(args.out, evaluation, join_ground_truth(leaderboard, ground_truth, **options))
+    print(evaluation_markdown(evaluation))
+    print(f"evaluation written to {args.out}")
+    return 0
+
+
 def _height_x_width(text: str) -> tuple[int, int]:
     height, sep, width = text.lower().partition("x")
     if not (sep and height.isdigit() and width.isdigit()):
@@ -94,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="fill the pixel stores of every model in a run config")
     extract.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
     extract.set_defaults(handler=_extract)
+
+    evaluation = commands.add_parser("evaluate", help="correlate leaderboard metrics with fine-tuning ground truth")
+    evaluation.add_argument("--leaderboard", required=True, help="leaderboard .csv or .parquet (local or s3://)")
+    evaluation.add_argument("--ground-truth", required=True, help="ground_truth .csv or .parquet (local or s3://)")
+    evaluation.add_argument("--out", required=True, help="output directory or s3:// prefix")
+    evaluation.add_argument("--measure", default="log_likelihood", help="ground-truth column (default log_likelihood)")
+    evaluation.add_argument("--metrics", nargs="+", default=None, help="metric columns (default: every known one)")
+    evaluation.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluation.set_defaults(handler=_evaluate)
 
     synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
     synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")

@@ -101,14 +101,18 @@ def leaderboard_html(board: pd.DataFrame, title: str = "OTCE leaderboard") -> st
         body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{tds}</tr>')
         previous_group = None if _missing(row.group) else int(row.group)
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in _CELLS)
+    return html_page(title, _STYLE, LEGEND, scores_svg(board), f"<table><thead><tr>{head}</tr></thead><tbody>",
+                     *body_rows, "</tbody></table>")
+
+
+def html_page(title: str, style: str, legend: str, *body: str) -> str:
+    """A self-contained HTML document: inline style, the title as heading, a legend paragraph, then ``body``."""
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(LEGEND)}</p>",
-        scores_svg(board),
-        f"<table><thead><tr>{head}</tr></thead><tbody>",
-        *body_rows,
-        "</tbody></table></body></html>",
+        f"<p>{html.escape(legend)}</p>",
+        *body,
+        "</body></html>",
     ]) + "\n"
