@@ -30,8 +30,9 @@ from otce_ray.datasets.spec import FORMATS as DATASET_FORMATS
 from otce_ray.datasets.spec import ON_ERROR, dataset_fingerprint, normalize_spec
 from otce_ray.models import ARCHITECTURES, ModelSpec
 from otce_ray.models.spec import FORMATS as MODEL_FORMATS
+from otce_ray.scoring.cost_scale import COST_SCALES
+from otce_ray.scoring.inputs import SOLVERS
 
-SOLVERS = ("sinkhorn", "emd")
 SCORING_DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -338,6 +339,7 @@ _DATASET_KEYS = _SpecKeys(_DATASET_COMMON, _DATASET_FORMAT_KEYS, _DATASET_REQUIR
 _MODEL_COMMON: dict[str, Check] = {
     "name": name_problem, "format": _choice(MODEL_FORMATS, "format"), "source": _nested,
     "architecture": _string, "mean": _triple(False), "std": _triple(True), "size": _size,
+    "autocast": _boolean,
 }
 _WEIGHTS: dict[str, Check] = {"checkpoint": _string, "allow_unsafe_pickle": _boolean, "kwargs": _mapping}
 _MODEL_FORMAT_KEYS: dict[str, dict[str, Check]] = {
@@ -355,9 +357,9 @@ _TOP: dict[str, Check] = {
     "otce": _nested, "extraction": _nested, "scoring": _nested,
 }
 _OTCE: dict[str, Check] = {
-    "n_pixels": _int_at_least(1), "repeats": _int_at_least(2), "seed": _int_at_least(0),
+    "n_pixels": _int_at_least(2), "repeats": _int_at_least(2), "seed": _int_at_least(0),
     "solver": _choice(SOLVERS, "solver"), "epsilon": _optional(_number(0, strict=True)),
-    "cost_scale": _optional(_string),
+    "cost_scale": _optional(_choice(COST_SCALES, "cost scale")),
 }
 _EXTRACTION: dict[str, Check] = {
     "pixels_per_image": _int_at_least(1), "batch_size": _int_at_least(1),

@@ -170,7 +170,7 @@ CASES = {
     "key of another format": (_set("models.0.source.format", "bdd100k"),
                               "models[0].source.cities: unknown key (expected one of name, format, root, max_images, "
                               "seed, on_error, split)"),
-    "wrong type": (_set("otce.n_pixels", "many"), "otce.n_pixels: expected an integer >= 1, got 'many'"),
+    "wrong type": (_set("otce.n_pixels", "many"), "otce.n_pixels: expected an integer >= 2, got 'many'"),
     "bool is not an integer": (_set("extraction.batch_size", True),
                                "extraction.batch_size: expected an integer >= 1, got True"),
     "section not a mapping": (_set("extraction", [1]), "extraction: expected a mapping, got list"),
