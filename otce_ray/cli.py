@@ -69,6 +69,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    import time
+
+    from otce_ray import fs
+    from otce_ray.config import load_config
+    from otce_ray.finetune import GROUND_TRUTH_FILE, FineTuneSettings, ground_truth
+
+    config = load_config(args.config)
+    overrides = {"train_images": args.train_images, "eval_images": args.eval_images, "steps": args.steps,
+                 "seed": args.seed}
+    settings = FineTuneSettings(**{key: value for key, value in overrides.items() if value is not None})
+    start = time.perf_counter()
+    table = ground_truth(config, settings, args.out)
+    print(table.to_string(index=False))
+    print(f"{len(table)} model{'s' * (len(table) != 1)} fine-tuned in {time.perf_counter() - start:.0f} s ({settings}); ground truth written "
+          f"to {args.out or fs.join(config.output, GROUND_TRUTH_FILE)}")
+    return 0 if (table["status"] == "ok").any() else 1
+
+
 def _height_x_width(text: str) -> tuple[int, int]:
     height, sep, width = text.lower().partition("x")
     if not (sep and height.isdigit() and width.isdigit()):
@@ -115,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--metrics", nargs="+", default=None, help="metric columns (default: every known one)")
     evaluation.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     evaluation.set_defaults(handler=_evaluate)
+
+    finetune = commands.add_parser("finetune", help="ground truth: few-shot fine-tune every model on the target")
+    finetune.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
+    finetune.add_argument("--train-images", type=int, default=None, help="target images to train on (default 20)")
+    finetune.add_argument("--eval-images", type=int, default=None, help="held-out images to score on (default 50)")
+    finetune.add_argument("--steps", type=int, default=None, help="training steps (default: the fixed schedule's)")
+    finetune.add_argument("--seed", type=int, default=None, help="picks the images, new heads, batches (default 0)")
+    finetune.add_argument("--out", default=None, help="CSV path or s3:// URI (default: OUTPUT/ground_truth.csv)")
+    finetune.set_defaults(handler=_finetune)
 
     synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
     synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")

@@ -44,18 +44,11 @@ class LoadedModel:
         self._captured: list[torch.Tensor] = []
         if feature_layer is not None:
             feature_layer.register_forward_hook(lambda _m, _i, output: self._captured.append(output))
-        self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self._uses_hook = feature_layer is not None
 
     def __call__(self, images: np.ndarray) -> ModelOutput:
         """Run a batch of (B, H, W, 3) uint8 images (bf16 autocast on CUDA unless the spec turns it off)."""
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ModelError(self.spec.name, f"expected images of shape (B, H, W, 3), got {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - self._mean) / self._std
-        if self.spec.size is not None and tuple(x.shape[-2:]) != self.spec.size:
-            x = F.interpolate(x, size=self.spec.size, mode="bilinear", align_corners=False, antialias=True)
+        x = to_input(self.spec, images, self.device)
         bf16 = self.device.type == "cuda" and self.spec.autocast
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         self._captured.clear()
@@ -73,13 +66,13 @@ class LoadedModel:
                     self.spec.name,
                     f"feature_layer {self.spec.feature_layer!r} must run once per forward and return a tensor",
                 )
-            features, logits = self._captured[0], _logits_of(output)
+            features, logits = self._captured[0], logits_of(output)
         elif isinstance(output, torch.Tensor):
             features, logits = output, None
         elif isinstance(output, (tuple, list)) and len(output) == 2:
             features, logits = output
         elif isinstance(output, Mapping) and "features" in output:
-            features, logits = output["features"], _logits_of(output)
+            features, logits = output["features"], logits_of(output)
         else:
             raise ModelError(
                 self.spec.name,
@@ -97,14 +90,36 @@ def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device =
     """Load the network a spec describes, once, in eval mode on ``device``."""
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
-    if spec.format == "torchscript":
-        module = _load_torchscript(spec, device)
-    else:
-        module = _build_python(spec) if spec.format == "python" else _build_builtin(spec)
-        if spec.checkpoint:
-            _load_checkpoint(spec, module)
-    module = module.to(device).eval()
+    module = build_module(spec, device).eval()
     return LoadedModel(spec, module, device, _feature_layer(spec, module))
+
+
+def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The spec's bare network with its weights on ``device``, left in the mode it was built or saved in.
+
+    ``load_model`` wraps it for inference; fine-tuning trains it directly.
+    """
+    spec = ModelSpec.from_dict(spec)
+    device = torch.device(device)
+    if spec.format == "torchscript":
+        return _load_torchscript(spec, device)
+    module = _build_python(spec) if spec.format == "python" else _build_builtin(spec)
+    if spec.checkpoint:
+        _load_checkpoint(spec, module)
+    return module.to(device)
+
+
+def to_input(spec: ModelSpec, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 images -> the (B, 3, H', W') float batch the network takes: ``mean``/``std``, ``size``."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ModelError(spec.name, f"expected images of shape (B, H, W, 3), got {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if spec.size is not None and tuple(x.shape[-2:]) != spec.size:
+        x = F.interpolate(x, size=spec.size, mode="bilinear", align_corners=False, antialias=True)
+    return x
 
 
 def _read(spec: ModelSpec, what: str, uri: str) -> io.BytesIO:
@@ -210,7 +225,8 @@ def _feature_layer(spec: ModelSpec, module: nn.Module) -> nn.Module | None:
         ) from None
 
 
-def _logits_of(output: Any) -> torch.Tensor | None:
+def logits_of(output: Any) -> torch.Tensor | None:
+    """The logits in a forward's output: the tensor itself, a dict's 'logits'/'out', or a pair's second item."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping):
