@@ -15,7 +15,6 @@ import yaml
 from torch import nn
 
 from otce_ray.cli import main
-
 from otce_ray.config import parse_config
 from otce_ray.datasets import open_dataset
 from otce_ray.datasets.synth import write_benchmark
