@@ -46,6 +46,12 @@ def _score(args: argparse.Namespace) -> int:
     return 0 if (board["status"] == "ok").any() else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from otce_ray.demo import run_demo
+
+    return run_demo(args.out)
+
+
 def _extract(args: argparse.Namespace) -> int:
     from otce_ray.config import load_config
     from otce_ray.pipeline import extract
@@ -122,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(handler=_score)
+    demo = commands.add_parser("demo", help="score the shipped zoo on the procedural benchmark (local Ray, ~3 min)")
+    demo.add_argument("--out", default="otce-demo", help="folder for the benchmark, stores and leaderboard")
+    demo.set_defaults(handler=_demo)
     extract = commands.add_parser("extract", help="fill the pixel stores of every model in a run config")
     extract.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
     extract.set_defaults(handler=_extract)

@@ -1,0 +1,123 @@
+"""``otce-ray demo``: the embedded default, with nothing to download or configure.
+
+It writes the procedural benchmark the shipped zoo was trained on (or reuses one already under ``DIR/benchmark``
+with the same settings), scores every zoo model against the zoo's target city on a local Ray, and prints the
+leaderboard. The zoo holds each architecture trained on a source near the target (same family and condition), one
+of the same family only, and two of the other family, so the ranking can be read against known domain distances:
+same-family sources should come first. OTCE settings are sized to finish in under 3 minutes on a 2-core laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import pandas as pd
+
+from otce_ray.config import parse_config
+from otce_ray.datasets.synth import CITY_NAMES, DOMAINS, write_benchmark
+from otce_ray.datasets.synth.writer import MANIFEST
+from otce_ray.zoo import city_spec, read_zoo, zoo_models
+
+
+def demo_config(out_dir: str, *, n_pixels: int = 2000, repeats: int = 5, pixels_per_image: int = 200) -> dict:
+    """The demo's run config as data (every path absolute), after making sure its benchmark is on disk.
+
+    Folders under ``out_dir``: ``benchmark`` (images), ``store`` (pixel stores), ``leaderboard`` (results).
+    """
+    out_dir = os.path.abspath(out_dir)
+    zoo = read_zoo()
+    benchmark = ensure_benchmark(os.path.join(out_dir, "benchmark"), zoo["benchmark"],
+                                 derived=[os.path.join(out_dir, "store"), os.path.join(out_dir, "leaderboard")])
+    return {
+        "store": os.path.join(out_dir, "store"),
+        "output": os.path.join(out_dir, "leaderboard"),
+        "target": city_spec(zoo["target"], benchmark),
+        "models": zoo_models(benchmark),
+        "otce": {"n_pixels": n_pixels, "repeats": repeats, "seed": 0},
+        "extraction": {"pixels_per_image": pixels_per_image},  # num_gpus unset: one GPU per task when there is one
+    }
+
+
+def ensure_benchmark(root: str, settings: dict[str, Any], derived: list[str]) -> str:
+    """Write the benchmark of ``settings`` (write_benchmark's arguments) at ``root`` unless it is already there.
+
+    An existing benchmark is reused only when its ``benchmark.json`` records the same settings. One written with
+    other settings is deleted first (stale frames would otherwise be read with the new ones), and so are the
+    ``derived`` folders: stores and results keyed by dataset spec cannot tell that the images changed.
+    """
+    expected = {"seed": settings["seed"], "size": list(settings["size"]),
+                "images_per_city": settings["images_per_city"], "cities": list(CITY_NAMES[:settings["cities"]])}
+    manifest_path = os.path.join(root, MANIFEST)
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as file:
+            manifest = json.load(file)
+        found = {key: manifest.get(key) for key in ("seed", "size", "images_per_city")}
+        if {**found, "cities": list(manifest.get("cities", {}))} == expected:
+            return root
+        for folder in [root, *derived]:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"writing the benchmark ({settings['cities']} cities x {settings['images_per_city']} images) to {root}")
+    write_benchmark(root, settings["cities"], settings["images_per_city"], tuple(settings["size"]), settings["seed"])
+    return root
+
+
+def run_demo(out_dir: str) -> int:
+    """Run the demo into ``out_dir`` and print the leaderboard; 0 when every model was scored."""
+    import ray
+
+    from otce_ray.pipeline import run
+
+    started = time.perf_counter()
+    config = parse_config(demo_config(out_dir), base_dir=os.path.abspath(out_dir))
+    target = DOMAINS[config.target["name"]]
+    print(f"scoring {len(config.models)} zoo models against target city {target.name} ({target.family}, "
+          f"{target.condition}): OTCE over {config.otce.n_pixels} pixels x {config.otce.repeats} repeats")
+    owns_ray = not ray.is_initialized()
+    if owns_ray:  # local even when RAY_ADDRESS names a cluster: the demo's files are on this machine
+        ray.init(address="local", log_to_driver=False)
+    try:
+        board = run(config, progress=True)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    print(demo_table(board, target.name))
+    print(f"\nleaderboard (csv, parquet, md, html) and run.json: {config.output}")
+    print(f"pixel stores: {config.store}\nbenchmark: {config.target['root']}")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0 if (board["status"] == "ok").all() else 1
+
+
+def demo_table(board: pd.DataFrame, target: str) -> str:
+    """The leaderboard's key columns, each source placed against the target: near (same family and condition),
+    same family, same condition, or far."""
+    target_domain = DOMAINS[target]
+
+    def source(city: str) -> str:
+        domain = DOMAINS[city]
+        return f"{city} ({domain.family}, {domain.condition})"
+
+    def relation(city: str) -> str:
+        same = (DOMAINS[city].family == target_domain.family, DOMAINS[city].condition == target_domain.condition)
+        return {(True, True): "near", (True, False): "same family", (False, True): "same condition"}.get(same, "far")
+
+    def score(row: Any) -> str:
+        if row.status != "ok":
+            return ""
+        return f"{row.otce:.4f} [{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}]"
+
+    table = pd.DataFrame({
+        "rank": board["rank"].astype("string").fillna(""),
+        "group": board["group"].astype("string").fillna(""),
+        "model": board["model"],
+        "architecture": board["architecture"].fillna(""),
+        "source": board["source"].map(source),
+        "vs target": board["source"].map(relation),
+        "OTCE [95% interval]": [score(row) for row in board.itertuples(index=False)],
+        "status": [row.status if row.status == "ok" else f"{row.status}: {row.error}"
+                   for row in board.itertuples(index=False)],
+    })
+    return table.to_string(index=False)
