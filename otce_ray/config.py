@@ -106,11 +106,14 @@ class RunConfig:
     def model_fingerprint(self, name: str) -> str:
         """A hash of everything that determines this model's score, so a rerun reuses a result only if it matches.
 
-        Built from the readers' own fingerprints, so two spellings of one model or dataset agree.
+        Built from the readers' own fingerprints, so two spellings of one model or dataset agree, and from the size
+        and modification time of the model's files, so a checkpoint retrained at the same path is noticed.
         """
         spec = self.model(name)
+        model = ModelSpec.from_dict(spec)
         inputs = {
-            "model": ModelSpec.from_dict(spec).fingerprint(),
+            "model": model.fingerprint(),
+            "files": model.file_stamps(),
             "source": dataset_fingerprint(spec["source"]),
             "target": dataset_fingerprint(self.target),
             "otce": dataclasses.asdict(self.otce),

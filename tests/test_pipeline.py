@@ -109,3 +109,34 @@ def test_changed_settings_invalidate_recorded_results(ray_local, benchmark, tmp_
     run(_config(tmp_path, benchmark, models, n_pixels=200), progress=False)
     board = run(_config(tmp_path, benchmark, models, n_pixels=150), progress=False)
     assert list(board["n_pixels"]) == [150]
+
+
+def test_a_checkpoint_retrained_at_the_same_path_is_scored_again(ray_local, benchmark, tmp_path):
+    import torch
+
+    from otce_ray.models import build_module
+
+    checkpoint = tmp_path / "unet.pt"
+
+    def save_weights(seed: int) -> None:
+        spec = {"name": "w", "format": "builtin", "architecture": "unet", "init_seed": seed}
+        torch.save(build_module(spec).state_dict(), checkpoint)
+
+    models = [_model(benchmark, "unet_alpha", "unet", 0, checkpoint=str(checkpoint))]
+    save_weights(1)
+    first = run(_config(tmp_path, benchmark, models), progress=False)
+    save_weights(2)
+    os.utime(checkpoint, ns=(1, 1))  # a different stamp even on filesystems with coarse mtimes
+    second = run(_config(tmp_path, benchmark, models), progress=False)
+    assert first["otce"].iloc[0] != second["otce"].iloc[0]
+
+
+def test_a_model_whose_files_cannot_be_reached_fails_alone(ray_local, benchmark, tmp_path, monkeypatch):
+    models = [_model(benchmark, "unet_alpha", "unet", 0),
+              _model(benchmark, "remote", "unet", 0, checkpoint="s3://no-such-bucket-otce/w.pt")]
+    config = _config(tmp_path, benchmark, models)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    board = run(config, progress=False)
+    statuses = dict(zip(board["model"], board["status"]))
+    assert statuses == {"unet_alpha": "ok", "remote": "failed"}
+    assert "remote" in board.set_index("model").loc["remote", "error"]

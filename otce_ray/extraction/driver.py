@@ -159,7 +159,7 @@ def _plan(
             seed=seed,
             num_shards=shards,
             feature_dtype=feature_dtype,
-            model_files=_file_stamps(spec),
+            model_files=spec.file_stamps(),
         )
         manifest = read_manifest(store, dataset_name, spec.name)
         if manifest is not None and manifest.get("key") == request.key:
@@ -173,19 +173,6 @@ def _plan(
         message = str(error) if isinstance(error, ModelError) else f"model {spec.name!r}: {type(error).__name__}: {error}"
         return ExtractionSummary(spec.name, dataset_name, "failed", error=message)
     return _Job(request)
-
-
-def _file_stamps(spec: ModelSpec) -> dict[str, Any]:
-    """Size and modification time of the model's files, so a retrained checkpoint at the same path is noticed."""
-    stamps: dict[str, Any] = {}
-    for uri in filter(None, (spec.path, spec.checkpoint)):
-        filesystem, path = fs.resolve(uri)
-        try:
-            info = filesystem.get_file_info(path)
-        except OSError as error:
-            raise ModelError(spec.name, f"cannot reach {uri}: {error}") from error
-        stamps[uri] = [info.size, info.mtime_ns] if info.is_file else None
-    return stamps
 
 
 def _check_gpus(num_gpus: float) -> None:

@@ -93,6 +93,20 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
 
+    def file_stamps(self) -> dict[str, Any]:
+        """Size and modification time of the model's files, so a retrained checkpoint at the same path is noticed."""
+        from otce_ray import fs
+
+        stamps: dict[str, Any] = {}
+        for uri in filter(None, (self.path, self.checkpoint)):
+            filesystem, path = fs.resolve(uri)
+            try:
+                info = filesystem.get_file_info(path)
+            except OSError as error:
+                raise ModelError(self.name, f"cannot reach {uri}: {error}") from error
+            stamps[uri] = [info.size, info.mtime_ns] if info.is_file else None
+        return stamps
+
     def fingerprint(self) -> str:
         """Hash of everything that changes the extracted features (the name is only a label)."""
         content = {k: v for k, v in self.to_dict().items() if k != "name"}

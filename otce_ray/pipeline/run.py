@@ -64,7 +64,7 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
     owns_ray = connect()
     try:
         todo, reused = _plan(config)
-        bar = Progress(total=len(config.models), done=reused, enabled=progress)
+        bar = Progress(total=len(config.models), done=len(config.models) - len(todo), enabled=progress)
         _extract_and_score(config, todo, bar)
         bar.close()
         names = {spec["name"] for spec in config.models}
@@ -83,7 +83,12 @@ def _plan(config: RunConfig) -> tuple[list[_Model], int]:
     previous = {result.model: result for result in load_results(config.output)}
     todo, reused = [], 0
     for spec in config.models:
-        fingerprint = config.model_fingerprint(spec["name"])
+        try:
+            fingerprint = config.model_fingerprint(spec["name"])
+        except ValueError as error:  # e.g. its files cannot be reached: the model fails, the run goes on
+            model = _Model(spec, fingerprint="", error=str(error))
+            _finish(config, model, bar=None)
+            continue
         done = previous.get(spec["name"])
         if done is not None and done.status == "ok" and done.fingerprint == fingerprint:
             reused += 1
@@ -164,7 +169,7 @@ def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int],
         _finish(config, model, bar)
 
 
-def _finish(config: RunConfig, model: _Model, bar: Progress) -> None:
+def _finish(config: RunConfig, model: _Model, bar: Progress | None) -> None:
     """Record the model's result (ok with its repeat scores, or failed with its error)."""
     records = [model.records[k] for k in sorted(model.records)]
     common = dict(
@@ -184,7 +189,8 @@ def _finish(config: RunConfig, model: _Model, bar: Progress) -> None:
             **common,
         )
     record_result(config.output, result)
-    bar.scored(failed=model.error is not None)
+    if bar is not None:
+        bar.scored(failed=model.error is not None)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
