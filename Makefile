@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The demo's Ray is local and short-lived: no token auth (Ray >= 2.59 would otherwise write ~/.ray/auth_token).
 demo: setup
-	$(BIN)/otce-ray demo
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/otce-ray demo
 
 test: setup
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
