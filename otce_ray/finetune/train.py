@@ -50,8 +50,9 @@ logger = logging.getLogger(__name__)
 class FineTuneSettings:
     """The fixed schedule: Adam at ``lr`` with cosine decay over ``steps`` batches of ``batch_size`` images.
 
-    The defaults fine-tune a tiny built-in (< 45k parameters, 128x256 images) in about ten seconds on one CPU
-    core, so a zoo of a dozen models takes a minute or two on a laptop (docs: README, ground truth).
+    60 steps (12 passes over 20 images) because there the demo zoo's ranking by log-likelihood barely moves with
+    the seed (Spearman 0.99 between seeds 0 and 1; 0.94 at 30 steps). A tiny built-in (< 45k parameters,
+    128x256 images) then fine-tunes and scores in 5-13 s on one CPU core: the 16-model zoo takes 85 s on 2 cores.
     """
 
     train_images: int = 20
