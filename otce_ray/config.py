@@ -30,6 +30,7 @@ from otce_ray.datasets.spec import FORMATS as DATASET_FORMATS
 from otce_ray.datasets.spec import ON_ERROR, dataset_fingerprint, normalize_spec
 from otce_ray.models import ARCHITECTURES, ModelSpec
 from otce_ray.models.spec import FORMATS as MODEL_FORMATS
+from otce_ray.scoring.baselines import BASELINES
 from otce_ray.scoring.cost_scale import COST_SCALES
 from otce_ray.scoring.inputs import SOLVERS
 
@@ -70,6 +71,21 @@ class ExtractionSettings:
 
 
 @dataclass(frozen=True)
+class BaselineSettings:
+    """Published metrics computed beside OTCE on the same pixel stores, as extra leaderboard columns."""
+
+    metrics: tuple[str, ...] | None = None  # None: every metric in otce_ray.scoring.baselines.BASELINES; () none
+    n_pixels: int = 5000  # pixels sampled per side, one sample shared by all metrics
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(BASELINES) if self.metrics is None else self.metrics
+
+
+@dataclass(frozen=True)
 class ScoringSettings:
     """Resources of the repeat tasks. ``num_gpus`` None means auto: see :func:`resolve_num_gpus`."""
 
@@ -89,12 +105,15 @@ class RunConfig:
     otce: OTCESettings = field(default_factory=OTCESettings)
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
     config_path: str | None = None
 
     def to_dict(self) -> dict:
         """The resolved config as plain data (for run.json); parse_config accepts it back, less config_path."""
         data = dataclasses.asdict(self)
         data["models"] = list(data["models"])
+        if self.baselines.metrics is not None:
+            data["baselines"]["metrics"] = list(self.baselines.metrics)
         return data
 
     def model(self, name: str) -> dict:
@@ -117,6 +136,8 @@ class RunConfig:
             "source": dataset_fingerprint(spec["source"]),
             "target": dataset_fingerprint(self.target),
             "otce": dataclasses.asdict(self.otce),
+            "baselines": list(self.baselines.names()),
+            "baseline_pixels": self.baselines.n_pixels,
             "pixels_per_image": self.extraction.pixels_per_image,
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -270,6 +291,16 @@ def _string_list(value: Any) -> str | None:
     return None
 
 
+def _metric_list(value: Any) -> str | None:
+    """A list (possibly empty: no baselines) of names from BASELINES."""
+    if not isinstance(value, list) or any(_string(item) for item in value):
+        return f"expected a list of metric names, got {value!r}"
+    unknown = [name for name in value if name not in BASELINES]
+    if unknown:
+        return f"unknown metric(s) {', '.join(map(repr, unknown))} (expected any of {', '.join(BASELINES)})"
+    return None
+
+
 def _triple(positive: bool) -> Check:
     def check(value: Any) -> str | None:
         if not isinstance(value, list) or len(value) != 3 or not all(_is_number(v) for v in value):
@@ -357,7 +388,7 @@ _MODEL_FILES = ("path", "checkpoint")
 
 _TOP: dict[str, Check] = {
     "store": _string, "output": _string, "target": _nested, "models": _nested, "models_file": _string,
-    "otce": _nested, "extraction": _nested, "scoring": _nested,
+    "otce": _nested, "extraction": _nested, "scoring": _nested, "baselines": _nested,
 }
 _OTCE: dict[str, Check] = {
     "n_pixels": _int_at_least(2), "repeats": _int_at_least(2), "seed": _int_at_least(0),
@@ -368,6 +399,10 @@ _EXTRACTION: dict[str, Check] = {
     "pixels_per_image": _int_at_least(1), "batch_size": _int_at_least(1),
     "num_gpus": _optional(_number(0, strict=False)), "num_shards": _optional(_int_at_least(1)),
     "max_in_flight": _optional(_int_at_least(1)),
+}
+_BASELINES: dict[str, Check] = {
+    "metrics": _optional(_metric_list),
+    "n_pixels": _int_at_least(2),
 }
 _SCORING: dict[str, Check] = {
     "max_in_flight": _optional(_int_at_least(1)), "num_gpus": _optional(_number(0, strict=False)),
@@ -535,4 +570,5 @@ class _Checker:
             otce=self.settings(raw, "otce", _OTCE, OTCESettings),
             extraction=self.settings(raw, "extraction", _EXTRACTION, ExtractionSettings),
             scoring=scoring,
+            baselines=self.settings(raw, "baselines", _BASELINES, BaselineSettings),
         )

@@ -159,7 +159,7 @@ DELETE = object()
 CASES = {
     "unknown key with a suggestion": (_set("otce.n_pixel", 5), "otce.n_pixel: unknown key (did you mean 'n_pixels'?)"),
     "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
-                              "models_file, otce, extraction, scoring)"),
+                              "models_file, otce, extraction, scoring, baselines)"),
     "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
     "missing per-format field": (_set("models.2.architecture", DELETE),
                                  "models[2].architecture: missing required field"),
@@ -304,3 +304,17 @@ def test_model_fingerprint_tracks_what_determines_the_score(tree):
     assert config.model_fingerprint("unet_alpha") != changed.model_fingerprint("unet_alpha")
     with pytest.raises(KeyError, match="no model named 'nope'"):
         config.model_fingerprint("nope")
+
+
+def test_baseline_metrics_are_checked_by_name_and_may_be_switched_off(tree):
+    from otce_ray.scoring.baselines import BASELINES
+
+    assert parse_config(_raw(), base_dir=str(tree)).baselines.names() == tuple(BASELINES)
+    chosen = parse_config(_raw() | {"baselines": {"metrics": ["leep", "logme"], "n_pixels": 300}}, base_dir=str(tree))
+    assert chosen.baselines.names() == ("leep", "logme") and chosen.baselines.n_pixels == 300
+    resolved = {key: value for key, value in chosen.to_dict().items() if key != "config_path"}
+    assert parse_config(resolved, base_dir=str(tree)).baselines == chosen.baselines
+    assert parse_config(_raw() | {"baselines": {"metrics": []}}, base_dir=str(tree)).baselines.names() == ()
+    problems = _problems(_raw() | {"baselines": {"metrics": ["leep", "leap"], "n_pixels": 1}}, tree)
+    assert problems[0].startswith("baselines.metrics: unknown metric(s) 'leap'")
+    assert problems[1].startswith("baselines.n_pixels: expected an integer >= 2")

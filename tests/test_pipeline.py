@@ -12,6 +12,7 @@ from otce_ray.config import parse_config
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
+from otce_ray.scoring.baselines import BASELINES
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def test_leaderboard_ranks_models_and_records_a_failing_one(ray_local, benchmark
     assert (ok["repeats"] == 3).all() and (ok["n_pixels"] == 200).all()
     assert (ok["max_marginal_error"] <= 1e-3).all()
     assert dict(zip(ok["model"], ok["source"])) == {"unet_alpha": "alpha", "psp_beta": "beta"}
+    assert ok[list(BASELINES)].notna().all().all()  # every baseline metric as a column, computed for ok models
     failed = board[board["model"] == "broken"].iloc[0]
     assert failed["status"] == "failed" and "broken.pt" in failed["error"] and "broken" in failed["error"]
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from otce_ray.leaderboard.plot import scores_svg
+from otce_ray.leaderboard.table import metric_columns
 
 LEGEND = (
     "OTCE = -H(Yt|Ys): higher means the source model's features predict the target labels better, "
@@ -59,17 +60,25 @@ _CELLS: tuple[tuple[str, Callable[[Any], str]], ...] = (
 )
 
 
-def _cells(board: pd.DataFrame) -> list[list[str]]:
-    return [[cell(row) for _, cell in _CELLS] for row in board.itertuples(index=False)]
+def _columns(board: pd.DataFrame) -> list[tuple[str, Callable[[Any], str]]]:
+    """The fixed cells, then one per baseline metric column the board carries (after OTCE's own)."""
+    extra = [(name, lambda r, name=name: _number(".4g")(getattr(r, name))) for name in metric_columns(board)]
+    split = [header for header, _ in _CELLS].index("repeats")
+    return [*_CELLS[:split], *extra, *_CELLS[split:]]
+
+
+def _cells(board: pd.DataFrame, columns: list[tuple[str, Callable[[Any], str]]]) -> list[list[str]]:
+    return [[cell(row) for _, cell in columns] for row in board.itertuples(index=False)]
 
 
 def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
     def md(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in _CELLS) + " |",
-             "|" + "|".join("---" for _ in _CELLS) + "|"]
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board)]
+    columns = _columns(board)
+    lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board, columns)]
     return "\n".join(lines) + "\n"
 
 
@@ -94,13 +103,14 @@ def _row_class(row: Any, previous_group: Any) -> str:
 
 def leaderboard_html(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
     """A single HTML file with no external references: styles inline, plot as inline SVG."""
+    columns = _columns(board)
     body_rows = []
     previous_group = None
-    for row, cells in zip(board.itertuples(index=False), _cells(board)):
+    for row, cells in zip(board.itertuples(index=False), _cells(board, columns)):
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{tds}</tr>')
         previous_group = None if _missing(row.group) else int(row.group)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in _CELLS)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
     return html_page(title, _STYLE, LEGEND, scores_svg(board), f"<table><thead><tr>{head}</tr></thead><tbody>",
                      *body_rows, "</tbody></table>")
 

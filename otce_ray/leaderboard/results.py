@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from otce_ray import fs
 from otce_ray.config import name_problem
@@ -37,9 +37,11 @@ class ModelResult:
     score_seconds: float | None = None
     error: str | None = None
     fingerprint: str | None = None  # RunConfig.model_fingerprint: a rerun reuses the record only if it matches
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)  # baseline name -> value (NaN: none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(float(s) for s in self.scores))
+        object.__setattr__(self, "metrics", {str(k): float(v) for k, v in self.metrics.items()})
         problem = name_problem(self.model)
         if problem:
             raise ValueError(f"result model name: {problem}")

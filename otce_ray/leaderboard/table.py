@@ -38,6 +38,7 @@ def _row(result: ModelResult) -> dict:
         "max_marginal_error": result.max_marginal_error, "extract_seconds": result.extract_seconds,
         "score_seconds": result.score_seconds, "status": result.status, "error": result.error,
     }
+    row.update(result.metrics)
     if result.status == "ok":
         summary = summarize_repeats(result.scores)
         row.update(otce=summary.mean, otce_std=summary.std, otce_sem=summary.sem, otce_ci_low=summary.ci_low,
@@ -59,8 +60,12 @@ def indistinguishable_groups(ci_low: list[float], ci_high: list[float]) -> list[
 
 
 def build_leaderboard(results: Iterable[ModelResult]) -> pd.DataFrame:
-    """Rank scored models best first (ties by name), add indistinguishable groups, failed models last by name."""
-    rows = [_row(r) for r in results]
+    """Rank scored models best first (ties by name), add indistinguishable groups, failed models last by name.
+
+    Baseline metrics recorded with the results become float columns after OTCE's interval.
+    """
+    results_list = list(results)
+    rows = [_row(r) for r in results_list]
     names = [r["model"] for r in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"one result per model, got duplicates of {sorted({n for n in names if names.count(n) > 1})}")
@@ -69,4 +74,12 @@ def build_leaderboard(results: Iterable[ModelResult]) -> pd.DataFrame:
     groups = indistinguishable_groups([r["otce_ci_low"] for r in scored], [r["otce_ci_high"] for r in scored])
     for rank, (row, group) in enumerate(zip(scored, groups), start=1):
         row.update(rank=rank, group=group)
-    return pd.DataFrame(scored + failed, columns=list(COLUMNS)).astype(_DTYPES)
+    metrics = list(dict.fromkeys(name for result in results_list for name in result.metrics))
+    split = COLUMNS.index("otce_ci_high") + 1
+    columns = [*COLUMNS[:split], *metrics, *COLUMNS[split:]]
+    return pd.DataFrame(scored + failed, columns=columns).astype({**_DTYPES, **dict.fromkeys(metrics, "float64")})
+
+
+def metric_columns(board: pd.DataFrame) -> list[str]:
+    """The baseline metric columns of a leaderboard: every column beyond the fixed ones, in board order."""
+    return [column for column in board.columns if column not in COLUMNS]

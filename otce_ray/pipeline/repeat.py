@@ -1,6 +1,6 @@
-"""One OTCE repeat as a Ray task body: read a seeded sample of each pixel store, solve, return a few numbers.
+"""Ray task bodies of scoring: one OTCE repeat, or one model's baseline metrics, each from seeded samples.
 
-Pixel data moves from the store straight to the worker that scores it; only the repeat's record returns.
+Pixel data moves from the store straight to the worker that scores it; only a few numbers return.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from otce_ray.config import OTCESettings
+from otce_ray.config import BaselineSettings, OTCESettings
+from otce_ray.scoring.baselines import baseline_scores
 from otce_ray.scoring.cost_scale import DEFAULT_COST_SCALE
 from otce_ray.scoring.estimator import otce_score
 from otce_ray.store import read_pixels
+
+
+BASELINE_STREAM = 2**31  # the seed stream of the baselines' sample: no run has that many repeats
 
 
 def sample_seeds(seed: int, repeat: int) -> tuple[int, int]:
@@ -36,3 +40,17 @@ def score_repeat(
     )
     record = dataclasses.replace(result.repeats[0], repeat=repeat)
     return dataclasses.asdict(record) | {"epsilon_relative": result.epsilon}
+
+
+def score_baselines(
+    store: str, model: str, source: str, target: str, baselines: BaselineSettings, otce: OTCESettings, device: str
+) -> dict[str, float]:
+    """Every configured baseline metric of ``model`` on one seeded sample per side (NaN where one cannot be had)."""
+    source_seed, target_seed = sample_seeds(otce.seed, BASELINE_STREAM)
+    source_pixels = read_pixels(store, source, model, sample=baselines.n_pixels, seed=source_seed)
+    target_pixels = read_pixels(store, target, model, sample=baselines.n_pixels, seed=target_seed)
+    return baseline_scores(
+        source_pixels, target_pixels, metrics=baselines.names(), n_pixels=baselines.n_pixels, seed=otce.seed,
+        otce_options={"epsilon": otce.epsilon, "cost_scale_kind": otce.cost_scale or DEFAULT_COST_SCALE,
+                      "device": device},
+    )

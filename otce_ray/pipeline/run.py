@@ -1,6 +1,7 @@
 """Drive one run: reuse finished models, extract the rest, score K repeats per model on Ray, write the leaderboard.
 
-Extraction runs in a driver thread, a chunk of models at a time, and hands each extracted model to the scoring
+Each model gets K repeat tasks and, when baselines are configured, one task computing them on its own sample (their
+failure leaves NaN columns, never fails the model). Extraction runs in a driver thread, a chunk of models at a time, and hands each extracted model to the scoring
 loop at once, so the repeats of early models run while later models are still being extracted. Every model's
 result is recorded as soon as it is known (``output/results/{model}.json``): a crash loses nothing finished, and a
 rerun with the same settings skips what is recorded. A model that fails at any step becomes a failed row.
@@ -8,6 +9,8 @@ rerun with the same settings skips what is recorded. A model that fails at any s
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import queue
 import threading
@@ -25,8 +28,9 @@ from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, load_results, record_result, write_leaderboard, write_run_json,
 )
 from otce_ray.pipeline.progress import Progress
-from otce_ray.pipeline.repeat import score_repeat
+from otce_ray.pipeline.repeat import score_baselines, score_repeat
 
+logger = logging.getLogger(__name__)
 EXTRACTION_CHUNK = 8  # models whose shards are dispatched together: enough to fill a cluster, small to overlap
 
 
@@ -37,17 +41,25 @@ class _Extracted:
     error: str | None
 
 
+BASELINES = "baselines"  # the task key of a model's baseline metrics; repeats are keyed by their index
+
+
 @dataclass
 class _Model:
     spec: dict
     fingerprint: str
     extract_seconds: float = 0.0
     records: dict[int, dict] = field(default_factory=dict)
+    metrics: dict[str, float] | None = None  # None until the baselines task (if any) returns
     error: str | None = None
 
     @property
     def name(self) -> str:
         return self.spec["name"]
+
+    def done(self, config: RunConfig) -> bool:
+        waiting_for_metrics = self.metrics is None and bool(config.baselines.names())
+        return len(self.records) == config.otce.repeats and not waiting_for_metrics
 
 
 def connect() -> bool:
@@ -102,8 +114,11 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
         return
     score_gpus = resolve_num_gpus(config.scoring.num_gpus, ray.cluster_resources().get("GPU", 0))
     device = config.scoring.device if score_gpus > 0 else "cpu"
-    score = ray.remote(score_repeat).options(num_cpus=1, num_gpus=score_gpus, max_retries=2)
+    options = dict(num_cpus=1, num_gpus=score_gpus, max_retries=2)
+    repeat_task = ray.remote(score_repeat).options(**options)
+    baseline_task = ray.remote(score_baselines).options(**options)
     cap = config.scoring.max_in_flight or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    tasks = [*range(config.otce.repeats), *([BASELINES] if config.baselines.names() else [])]
     models = {model.name: model for model in todo}
     extracted: queue.Queue = queue.Queue()
     worker = threading.Thread(
@@ -112,8 +127,8 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
         daemon=True,
     )
     worker.start()
-    waiting: deque[tuple[str, int]] = deque()
-    in_flight: dict[Any, tuple[str, int]] = {}
+    waiting: deque[tuple[str, int | str]] = deque()
+    in_flight: dict[Any, tuple[str, int | str]] = {}
     extracting = True
     while extracting or waiting or in_flight:
         for item in _drain(extracted, block=not (waiting or in_flight)):
@@ -129,14 +144,15 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
                     model.error = item.error
                     _finish(config, model, bar)
                 else:
-                    waiting.extend((model.name, repeat) for repeat in range(config.otce.repeats))
+                    waiting.extend((model.name, task) for task in tasks)
         while waiting and len(in_flight) < cap:
-            name, repeat = waiting.popleft()
+            name, task = waiting.popleft()
             model = models[name]
             if model.error is None:
-                ref = score.remote(config.store, name, model.spec["source"]["name"], config.target["name"],
-                                   config.otce, repeat, device)
-                in_flight[ref] = (name, repeat)
+                where = (config.store, name, model.spec["source"]["name"], config.target["name"])
+                ref = (baseline_task.remote(*where, config.baselines, config.otce, device) if task == BASELINES
+                       else repeat_task.remote(*where, config.otce, task, device))
+                in_flight[ref] = (name, task)
         if in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
             for ref in ready:
@@ -153,19 +169,27 @@ def _drain(items: queue.Queue, block: bool) -> Iterator[Any]:
         return
 
 
-def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int], ref: Any, bar: Progress) -> None:
-    name, repeat = key
+def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int | str], ref: Any,
+             bar: Progress) -> None:
+    name, task = key
     model = models[name]
     if model.error is not None:
         return  # already recorded as failed; later repeats are moot
     try:
-        model.records[repeat] = ray.get(ref)
-    except Exception as error:  # noqa: BLE001 - any failure of a repeat fails its model, not the run
+        value = ray.get(ref)
+    except Exception as error:  # noqa: BLE001 - a failed task fails its model (or its baselines), not the run
         cause = getattr(error, "cause", None) or error
-        model.error = f"model {name!r}: scoring repeat {repeat} failed: {type(cause).__name__}: {cause}"
-        _finish(config, model, bar)
-        return
-    if len(model.records) == config.otce.repeats:
+        if task != BASELINES:
+            model.error = f"model {name!r}: scoring repeat {task} failed: {type(cause).__name__}: {cause}"
+            _finish(config, model, bar)
+            return
+        logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", name, type(cause).__name__, cause)
+        value = dict.fromkeys(config.baselines.names(), math.nan)
+    if task == BASELINES:
+        model.metrics = value
+    else:
+        model.records[task] = value
+    if model.done(config):
         _finish(config, model, bar)
 
 
@@ -186,6 +210,7 @@ def _finish(config: RunConfig, model: _Model, bar: Progress | None) -> None:
             epsilon=records[0]["epsilon_relative"],
             max_marginal_error=max(record["marginal_error"] for record in records),
             score_seconds=sum(record["seconds"] for record in records),
+            metrics=model.metrics or {},
             **common,
         )
     record_result(config.output, result)
