@@ -64,12 +64,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from otce_ray.evaluation import evaluate, evaluation_markdown, join_ground_truth, read_table, write_report
+    from otce_ray.evaluation import evaluate_to, evaluation_markdown, read_table
 
-    leaderboard, ground_truth = read_table(args.leaderboard), read_table(args.ground_truth)
-    options = {"target_measure": args.measure, "metrics": args.metrics}
-    evaluation = evaluate(leaderboard, ground_truth, seed=args.seed, **options)
-    write_report(args.out, evaluation, join_ground_truth(leaderboard, ground_truth, **options))
+    evaluation = evaluate_to(args.out, read_table(args.leaderboard), read_table(args.ground_truth),
+                             target_measure=args.measure, metrics=args.metrics, seed=args.seed)
     print(evaluation_markdown(evaluation))
     print(f"evaluation written to {args.out}")
     return 0

@@ -20,7 +20,8 @@ import pandas as pd
 from otce_ray.config import parse_config
 from otce_ray.datasets.synth import CITY_NAMES, DOMAINS, write_benchmark
 from otce_ray.datasets.synth.writer import MANIFEST
-from otce_ray.zoo import city_spec, read_zoo, zoo_models
+from otce_ray.evaluation import evaluate_to
+from otce_ray.zoo import GROUND_TRUTH, city_spec, read_zoo, zoo_models
 
 
 def demo_config(out_dir: str, *, n_pixels: int = 2000, repeats: int = 5, pixels_per_image: int = 200) -> dict:
@@ -39,6 +40,7 @@ def demo_config(out_dir: str, *, n_pixels: int = 2000, repeats: int = 5, pixels_
         "models": zoo_models(benchmark),
         "otce": {"n_pixels": n_pixels, "repeats": repeats, "seed": 0},
         "extraction": {"pixels_per_image": pixels_per_image},  # num_gpus unset: one GPU per task when there is one
+        "baselines": {"n_pixels": n_pixels},
     }
 
 
@@ -85,10 +87,30 @@ def run_demo(out_dir: str) -> int:
         if owns_ray:
             ray.shutdown()
     print(demo_table(board, target.name))
+    evaluation_dir = os.path.join(os.path.abspath(out_dir), "evaluation")
+    evaluation = evaluate_to(evaluation_dir, board, pd.read_csv(GROUND_TRUTH))
+    print("\nDo the scores predict transfer? Correlation with the shipped fine-tuning ground truth "
+          f"(log-likelihood of the fine-tuned model on held-out {target.name} images), 95% bootstrap intervals:")
+    print(evaluation_summary(evaluation))
     print(f"\nleaderboard (csv, parquet, md, html) and run.json: {config.output}")
+    print(f"evaluation (csv, scatter plots, html): {evaluation_dir}")
     print(f"pixel stores: {config.store}\nbenchmark: {config.target['root']}")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0 if (board["status"] == "ok").all() else 1
+
+
+def evaluation_summary(evaluation: pd.DataFrame) -> str:
+    """One line per metric, best Pearson first: Pearson and Kendall with intervals, relative top-1."""
+    def interval(row: Any, name: str) -> str:
+        return f"{row[name]:+.2f} [{row[name + '_low']:+.2f}, {row[name + '_high']:+.2f}]"
+
+    rows = evaluation.sort_values("pearson", ascending=False, na_position="last")
+    return pd.DataFrame({
+        "metric": rows["metric"],
+        "Pearson": [interval(row, "pearson") for _, row in rows.iterrows()],
+        "Kendall": [interval(row, "kendall") for _, row in rows.iterrows()],
+        "top-1 relative": [f"{value:.3f}" for value in rows["top1_relative"]],
+    }).to_string(index=False)
 
 
 def demo_table(board: pd.DataFrame, target: str) -> str:

@@ -24,10 +24,10 @@ from otce_ray.evaluation.measures import (
     top1_relative,
     weighted_kendall,
 )
-from otce_ray.evaluation.report import evaluation_markdown, write_report
+from otce_ray.evaluation.report import evaluate_to, evaluation_markdown, write_report
 
 __all__ = [
     "COLUMNS", "Estimate", "LOG_MEASURES", "METRICS", "STATISTICS", "bootstrap", "degenerate_reason", "evaluate",
-    "evaluation_markdown", "join_ground_truth", "kendall", "metric_columns", "pearson", "read_table", "spearman",
+    "evaluate_to", "evaluation_markdown", "join_ground_truth", "kendall", "metric_columns", "pearson", "read_table", "spearman",
     "top1_relative", "weighted_kendall", "write_report",
 ]

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from otce_ray import fs
-from otce_ray.evaluation.evaluate import STATISTICS
+from otce_ray.evaluation.evaluate import STATISTICS, evaluate, join_ground_truth
 from otce_ray.leaderboard.render import html_page
 
 LEGEND = (
@@ -121,3 +121,13 @@ def write_report(out: str, evaluation: pd.DataFrame, merged: pd.DataFrame) -> li
         fs.write_bytes_atomic(uri, data)
         uris.append(uri)
     return uris
+
+
+def evaluate_to(out: str, leaderboard: pd.DataFrame, ground_truth: pd.DataFrame, *,
+                target_measure: str = "log_likelihood", metrics: list[str] | None = None,
+                seed: int = 0) -> pd.DataFrame:
+    """``evaluate`` the leaderboard against the ground truth and ``write_report`` it under ``out``."""
+    options = {"target_measure": target_measure, "metrics": metrics}
+    evaluation = evaluate(leaderboard, ground_truth, seed=seed, **options)
+    write_report(out, evaluation, join_ground_truth(leaderboard, ground_truth, **options))
+    return evaluation

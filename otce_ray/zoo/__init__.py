@@ -16,6 +16,8 @@ import yaml
 
 ZOO_DIR = Path(__file__).resolve().parent
 ZOO_FILE = "zoo.yaml"
+# Fine-tuning ground truth of every zoo model on the target (``otce-ray finetune``), for the demo's evaluation.
+GROUND_TRUTH = ZOO_DIR / "ground_truth.csv"
 
 
 def city_spec(city: str, root: str) -> dict[str, Any]:
