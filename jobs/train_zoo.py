@@ -26,27 +26,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
-from otce_ray.datasets import Item, open_dataset
-from otce_ray.datasets.labels import CITYSCAPES_NUM_CLASSES, IGNORE, cityscapes_lookup
+from otce_ray.datasets import open_dataset
+from otce_ray.datasets.labels import CITYSCAPES_NUM_CLASSES, cityscapes_lookup
 from otce_ray.datasets.synth import DOMAINS, render_frame, write_benchmark
 from otce_ray.finetune import Evaluation
-from otce_ray.finetune.metrics import at_label_size
-from otce_ray.models import ARCHITECTURES, ModelSpec, build_module, load_model, logits_of, to_input
+from otce_ray.models import ARCHITECTURES, ModelSpec, load_model
 from otce_ray.zoo import ZOO_FILE, city_spec
+from otce_ray.zoo.training import TRAINING, train
 
 TARGET = "gamma"
 SOURCES = ("alpha", "epsilon", "beta", "zeta")
 # The first 8 cities hold the sources and the target; 40 frames leave the target 20 to fine-tune on and 20 to test.
 BENCHMARK = {"cities": 8, "images_per_city": 40, "size": [128, 256]}
 KWARGS = {"width": 12}  # 10-24k parameters per net: ~150 steps/min on one CPU core
-TRAINING = {"steps": 150, "batch_size": 8, "optimizer": "adam", "lr": 0.01, "schedule": "cosine"}
 HELD_OUT = 8  # frames of each source city beyond the benchmark's, rendered in memory for its accuracy
 BENCHMARK_ROOT = "benchmark"  # the source root written in zoo.yaml; zoo_models() replaces it
 EVAL_BATCH = 8
-CPU = torch.device("cpu")
 
 
 def main() -> int:
@@ -105,26 +102,6 @@ def _train_task(task: tuple[str, str, str, Path, int]) -> dict[str, Any]:
         ),
         "target": evaluate(entry, [item.image for item in target], [item.label for item in target]),
     }
-
-
-def train(spec: ModelSpec, items: list[Item]) -> torch.nn.Module:
-    """Fit a randomly initialised built-in (``spec.init_seed``) to one city's images: cross-entropy on the 19 train
-    ids (255 ignored), batches drawn with replacement from the same seed."""
-    module = build_module(spec).train()
-    images = to_input(spec, np.stack([item.image for item in items]), CPU)
-    labels = torch.from_numpy(np.stack([item.label for item in items])).long()
-    optimizer = torch.optim.Adam(module.parameters(), lr=TRAINING["lr"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, TRAINING["steps"])
-    generator = torch.Generator().manual_seed(spec.init_seed)
-    for _ in range(TRAINING["steps"]):
-        batch = torch.randint(0, len(items), (TRAINING["batch_size"],), generator=generator)
-        logits = at_label_size(logits_of(module(images[batch])), tuple(labels.shape[-2:]))
-        loss = F.cross_entropy(logits, labels[batch], ignore_index=IGNORE)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return module.eval()
 
 
 def evaluate(entry: dict[str, Any], images: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, float]:
