@@ -6,10 +6,10 @@ The potentials (f, g) of the uniform-marginal problem with cost C_ij = |x_i - y_
 
 Expanding C_ij = |x_i|^2 + |y_j|^2 - 2 x_i.y_j turns each update into one matrix product and one logsumexp per
 tile of rows: ``f_i = |x_i|^2 - eps LSE_j(2 x_i.y_j / eps + (g_j - |y_j|^2) / eps + log b_j)``. The same code runs
-on CPU and CUDA. eps is annealed geometrically from the cost's diameter down to the target (eps-scaling), which
-makes small eps converge in tens of iterations instead of thousands, and iteration stops on the L1 error of the
-row marginal, which comes for free from the next f-update: row_i = a_i exp((f_i - f_next_i) / eps),
-and columns likewise; successive over-relaxation (see ``_Overrelaxation``) cuts the iterations at small eps.
+on CPU and CUDA. eps is annealed geometrically from the cost's diameter down to the target (eps-scaling), and
+successive over-relaxation (``_Overrelaxation``) cuts the iterations at the target eps several-fold. Iteration
+stops on the L1 error of both marginals of the plan, which comes for free from the updates themselves:
+row_i = a_i exp((f_i - T_f(g)_i) / eps), and columns likewise.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class SinkhornSolution:
     joint: torch.Tensor  # (source classes, target classes), float64, sums to ~1
     transport_cost: float  # <P, C> in the units of the points given
     iterations: int  # iterations at the target eps (annealing steps included)
-    marginal_error: float  # L1 error of the row marginal (columns are exact after the last update)
+    marginal_error: float  # L1 error of the plan's row marginal plus that of its column marginal
     converged: bool
 
 
