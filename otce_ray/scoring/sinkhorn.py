@@ -130,7 +130,7 @@ def sinkhorn_potentials(
     diameter: float | None = None,
     tile_bytes: int = TILE_BYTES,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """Solve uniform-marginal entropic OT; return ``(f, g, iterations, row_marginal_error)``.
+    """Solve uniform-marginal entropic OT; return ``(f, g, iterations, marginal_error)`` (L1, rows + columns).
 
     ``diameter`` bounds the largest cost (start of the eps schedule); ``None`` takes the squared diameter of the
     union's bounding box, an upper bound computed in O((n + m) d).
