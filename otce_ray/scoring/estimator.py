@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from otce_ray.scoring.cost_scale import DEFAULT_COST_SCALE, normalise
+from otce_ray.scoring.cost_scale import COST_SCALES, DEFAULT_COST_SCALE, normalise
 from otce_ray.scoring.entropy import conditional_entropy
 from otce_ray.scoring.exact import DEFAULT_EMD_MAX_ITERATIONS, solve_emd
 from otce_ray.scoring.inputs import PixelSet, check_pair, check_settings, pixel_set, resolve_device, sample_rows
@@ -132,6 +132,9 @@ def otce_score(
     eps of each repeat is recorded. ``solver='emd'`` solves exact OT instead (no eps).
     """
     check_settings(n_pixels, repeats, solver, epsilon)
+    if cost_scale_kind not in COST_SCALES:
+        raise ValueError(f"cost_scale_kind: unknown cost scale {cost_scale_kind!r} "
+                         f"(expected one of {', '.join(COST_SCALES)})")
     target_device = resolve_device(device)
     source = pixel_set(source_features, source_labels, ignore_index, "source")
     target = pixel_set(target_features, target_labels, ignore_index, "target")
