@@ -32,7 +32,7 @@ class SinkhornSolution:
 
     joint: torch.Tensor  # (source classes, target classes), float64, sums to ~1
     transport_cost: float  # <P, C> in the units of the points given
-    iterations: int  # iterations at the target eps (annealing steps included)
+    iterations: int  # annealing steps plus iterations at the target eps
     marginal_error: float  # L1 error of the plan's row marginal plus that of its column marginal
     converged: bool
 
@@ -132,6 +132,7 @@ def sinkhorn_potentials(
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Solve uniform-marginal entropic OT; return ``(f, g, iterations, marginal_error)`` (L1, rows + columns).
 
+    ``iterations`` counts the annealing steps and the iterations at ``eps``; ``max_iterations`` caps the latter.
     ``diameter`` bounds the largest cost (start of the eps schedule); ``None`` takes the squared diameter of the
     union's bounding box, an upper bound computed in O((n + m) d).
     """
@@ -156,26 +157,25 @@ def sinkhorn_potentials(
         return _softmin_update(y, y_sq, x_aug_t, f, x_sq, log_a, eps_k, col_tile, g)
 
     f = update_f(torch.zeros(m, dtype=x.dtype, device=x.device), max(diameter, eps))
-    g, iterations = None, 0
-    for eps_k in _annealing_schedule(diameter, eps):
+    g, schedule = None, _annealing_schedule(diameter, eps)
+    for eps_k in schedule:
         g = update_g(f, eps_k, g)
         f = update_f(g, eps_k, f)
-        iterations += 1
     target_g = update_g(f, eps, g)
     g = target_g
-    relaxation = _Overrelaxation()
+    relaxation, iterations = _Overrelaxation(), 0
     while True:
         # Error of the plan (f, g): rows from T_f(g), columns from T_g(f); both also drive the next step.
         target_f = update_f(g, eps, f)
         iterations += 1
         error = _marginal_error(f, target_f, log_a, eps) + _marginal_error(g, target_g, log_b, eps)
-        if error <= tolerance or iterations >= max_iterations:
+        if error <= tolerance or iterations >= max_iterations:  # max_iterations caps those at the target eps
             break
         omega = relaxation.step(error)
         f = f + omega * (target_f - f)
         target_g = update_g(f, eps, g)
         g = g + omega * (target_g - g)
-    return f, g, iterations, error
+    return f, g, len(schedule) + iterations, error
 
 
 def plan_label_joint(
