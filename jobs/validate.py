@@ -3,7 +3,7 @@
     python jobs/validate.py [--work /tmp/otce-validation] [--skip-alternatives]
 
 Everything is kept under ``--work`` (benchmark, weights, pixel stores, leaderboards, ground truths, evaluations),
-so a rerun resumes. Writes ``evaluations.csv``, ``timings.json`` and ``alternatives.csv`` there; the write-up is
+so a rerun resumes. Writes ``evaluations.csv``, ``timings.jsonl`` and ``alternatives.csv`` there; the write-up is
 docs/validation.md.
 """
 
@@ -34,8 +34,8 @@ def main() -> int:
     print("OTCE mean Pearson over the intra targets:", round(otce[otce.experiment == INTRA].pearson.mean(), 3))
     if not args.skip_alternatives:
         started = time.perf_counter()
-        alternatives = rescore(plan, args.work, default_settings(plan.pixels_per_image))
-        alternatives.to_csv(args.work / "alternatives.csv", index=False)
+        alternatives = rescore(plan, args.work, default_settings(plan.pixels_per_image),
+                               out=args.work / "alternatives.csv", workers=plan.workers)
         print(summarise(alternatives).to_string(index=False))
         print(f"alternatives re-scored in {time.perf_counter() - started:.0f} s")
     return 0

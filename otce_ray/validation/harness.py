@@ -30,6 +30,7 @@ from otce_ray.zoo import city_spec
 from otce_ray.zoo.training import TRAINING
 
 INTRA, INTER = "intra", "inter"
+TIMINGS = "timings.jsonl"
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def run_target(plan: Plan, experiment: str, target: str, work: Path) -> dict[str
 def run_validation(plan: Plan, work: Path, log: Any = print) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run both experiments into ``work``; returns every evaluation row (with experiment and target) and timings.
 
-    Writes ``evaluations.csv`` and ``timings.json`` under ``work`` too.
+    Writes ``evaluations.csv`` under ``work`` and appends this call's timings to ``timings.jsonl``.
     """
     import ray
 
@@ -194,7 +195,8 @@ def run_validation(plan: Plan, work: Path, log: Any = print) -> tuple[pd.DataFra
     timings["targets"] = steps
     table = pd.concat(evaluations, ignore_index=True)
     table.to_csv(work / "evaluations.csv", index=False)
-    (work / "timings.json").write_text(json.dumps(timings, indent=1))
+    with open(work / TIMINGS, "a") as file:  # one line per call: a resumed run's reuse does not hide the first's
+        file.write(json.dumps(timings) + "\n")
     return table, timings
 
 

@@ -1,4 +1,4 @@
-"""Markdown tables of a validation run (``evaluations.csv``, ``timings.json``, ``alternatives.csv`` under the work
+"""Markdown tables of a validation run (``evaluations.csv``, ``timings.jsonl``, ``alternatives.csv`` under the work
 folder), for docs/validation.md."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from otce_ray.validation.alternatives import summarise
-from otce_ray.validation.harness import INTER, INTRA
+from otce_ray.validation.harness import INTER, INTRA, TIMINGS
 
 
 def _cell(row: pd.Series, name: str) -> str:
@@ -70,7 +70,7 @@ def validation_markdown(work: Path) -> str:
     """Every table of the write-up from the files of one run."""
     work = Path(work)
     evaluations = pd.read_csv(work / "evaluations.csv")
-    timings = json.loads((work / "timings.json").read_text())
+    timings = json.loads((work / TIMINGS).read_text().splitlines()[0])  # the first call did the work
     parts = [f"### Intra-dataset\n\n{correlation_tables(evaluations, INTRA)}",
              f"### Inter-dataset\n\n{correlation_tables(evaluations, INTER)}",
              f"### Timings (s)\n\nbenchmark {timings['benchmark_seconds']}, training {timings['train_seconds']}\n\n"
