@@ -6,4 +6,6 @@
 - ``exact``: exact OT (POT's network simplex), as in the authors' public code.
 - ``entropy``: conditional entropy of target labels given source labels from a joint table.
 - ``estimator``: ``otce_score``, the user-facing estimator over K repeats.
+- ``baselines``: the published metrics OTCE is compared with (LEEP, N-LEEP, NCE, H-score, LogME, GBC, TransRate,
+  JC-OTCE), also pure functions.
 """
