@@ -18,7 +18,10 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from otce_ray.validation import INTRA, Plan, default_settings, rescore, run_validation, summarise  # noqa: E402
+from otce_ray.validation import (  # noqa: E402
+    INTER, INTRA, Plan, default_settings, rescore, run_validation, summarise,
+)
+from otce_ray.validation.alternatives import probe_settings  # noqa: E402
 from otce_ray.validation.harness import work_dir  # noqa: E402
 
 
@@ -34,6 +37,9 @@ def main() -> int:
     print("OTCE mean Pearson over the intra targets:", round(otce[otce.experiment == INTRA].pearson.mean(), 3))
     if not args.skip_alternatives:
         started = time.perf_counter()
+        inter = rescore(plan, args.work, probe_settings(), INTER, out=args.work / "alternatives_inter.csv",
+                        workers=plan.workers)
+        print(summarise(inter).to_string(index=False))
         alternatives = rescore(plan, args.work, default_settings(plan.pixels_per_image),
                                out=args.work / "alternatives.csv", workers=plan.workers)
         print(summarise(alternatives).to_string(index=False))

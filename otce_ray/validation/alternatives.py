@@ -51,8 +51,14 @@ def default_settings(stored_per_image: int) -> list[Setting]:
     grid += [Setting(0.01, "max"), Setting(0.05, "median", 1000)]
     grid += [Setting(0.05, "median", 2000, ppi) for ppi in (stored_per_image // 4, stored_per_image // 2)]
     grid.append(Setting(0.05, "median", standardise=True))  # does removing each side's global shift help?
-    grid += [Setting(0.05, "median", 5000), Setting(0.01, "median", repeats=1)]
+    grid += [Setting(0.05, "median", 5000), Setting(0.01, "max", standardise=True)]
+    grid.append(Setting(0.01, "median", repeats=1))
     return grid
+
+
+def probe_settings() -> list[Setting]:
+    """The default and the per-side standardisation probe, for the inter-dataset experiment."""
+    return [Setting(0.05, "median"), Setting(0.05, "median", standardise=True)]
 
 
 def _standardised(features: np.ndarray) -> np.ndarray:

@@ -75,6 +75,8 @@ def validation_markdown(work: Path) -> str:
              f"### Inter-dataset\n\n{correlation_tables(evaluations, INTER)}",
              f"### Timings (s)\n\nbenchmark {timings['benchmark_seconds']}, training {timings['train_seconds']}\n\n"
              + timing_table(timings)]
-    if (work / "alternatives.csv").exists():
-        parts.append("### Alternatives (intra)\n\n" + alternatives_table(pd.read_csv(work / "alternatives.csv")))
+    for experiment in (INTRA, INTER):
+        path = work / ("alternatives.csv" if experiment == INTRA else f"alternatives_{experiment}.csv")
+        if path.exists():
+            parts.append(f"### Alternatives ({experiment})\n\n" + alternatives_table(pd.read_csv(path)))
     return "\n\n".join(parts) + "\n"
