@@ -1,6 +1,6 @@
 """Run the validation of issue 6 on a local Ray: both experiments, then the alternative OTCE settings.
 
-    python jobs/validate.py [--work /tmp/otce-validation] [--skip-alternatives]
+    python jobs/validate.py [--work /tmp/otce-validation] [--seed 0] [--skip-alternatives]
 
 Everything is kept under ``--work`` (benchmark, weights, pixel stores, leaderboards, ground truths, evaluations),
 so a rerun resumes. Writes ``evaluations.csv``, ``timings.jsonl`` and ``alternatives.csv`` there; the write-up is
@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from otce_ray.finetune import FineTuneSettings  # noqa: E402
 from otce_ray.validation import (  # noqa: E402
     INTER, INTRA, Plan, default_settings, rescore, run_validation, summarise,
 )
@@ -28,9 +29,10 @@ from otce_ray.validation.harness import work_dir  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=work_dir())
+    parser.add_argument("--seed", type=int, default=0, help="benchmark, training and fine-tuning seed")
     parser.add_argument("--skip-alternatives", action="store_true")
     args = parser.parse_args()
-    plan = Plan()
+    plan = Plan(seed=args.seed, finetune=FineTuneSettings(eval_images=20, seed=args.seed))
     table, timings = run_validation(plan, args.work)
     otce = table[table["metric"] == "otce"]
     print(otce[["experiment", "target", "pearson", "kendall"]].to_string(index=False))
