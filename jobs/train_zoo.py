@@ -28,13 +28,16 @@ import numpy as np
 import torch
 import yaml
 
-from otce_ray.datasets import open_dataset
-from otce_ray.datasets.labels import CITYSCAPES_NUM_CLASSES, cityscapes_lookup
-from otce_ray.datasets.synth import DOMAINS, render_frame, write_benchmark
-from otce_ray.finetune import Evaluation
-from otce_ray.models import ARCHITECTURES, ModelSpec, load_model
-from otce_ray.zoo import ZOO_FILE, city_spec
-from otce_ray.zoo.training import TRAINING, train
+# Run the otce_ray of this checkout, not whatever version is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from otce_ray.datasets import open_dataset  # noqa: E402
+from otce_ray.datasets.labels import CITYSCAPES_NUM_CLASSES, cityscapes_lookup  # noqa: E402
+from otce_ray.datasets.synth import DOMAINS, render_frame, write_benchmark  # noqa: E402
+from otce_ray.finetune import Evaluation  # noqa: E402
+from otce_ray.models import ARCHITECTURES, ModelSpec, load_model  # noqa: E402
+from otce_ray.zoo import ZOO_FILE, city_spec  # noqa: E402
+from otce_ray.zoo.training import TRAINING, train  # noqa: E402
 
 TARGET = "gamma"
 SOURCES = ("alpha", "epsilon", "beta", "zeta")

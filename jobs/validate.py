@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+# Run the otce_ray of this checkout, not whatever version is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

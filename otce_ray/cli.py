@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(handler=_score)
-    demo = commands.add_parser("demo", help="score the shipped zoo on the procedural benchmark (local Ray, ~3 min)")
+    demo = commands.add_parser("demo", help="score the shipped zoo on the procedural benchmark (local Ray, ~2 min)")
     demo.add_argument("--out", default="otce-demo", help="folder for the benchmark, stores and leaderboard")
     demo.set_defaults(handler=_demo)
     extract = commands.add_parser("extract", help="fill the pixel stores of every model in a run config")
@@ -167,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except (ValueError, FileNotFoundError) as error:
-        print(f"otce-ray: error: {error}", file=sys.stderr)
+        if os.environ.get("OTCE_RAY_DEBUG"):  # the full traceback, for telling a bug from a bad input
+            raise
+        print(f"otce-ray: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -152,6 +153,19 @@ def resolve_num_gpus(requested: float | None, cluster_gpus: float) -> float:
     if requested is not None:
         return float(requested)
     return 1.0 if cluster_gpus > 0 else 0.0
+
+
+def check_gpus(requested: float, cluster_gpus: float, setting: str) -> None:
+    """Refuse tasks that ask for more GPUs than a cluster with GPUs has (they could never run); with no GPU node up
+    yet, only warn: an autoscaling cluster adds GPU nodes once such tasks are pending."""
+    if requested <= cluster_gpus:
+        return
+    if cluster_gpus > 0:
+        raise ValueError(f"{setting}={requested:g} per task, but the Ray cluster has {cluster_gpus} GPUs: "
+                         f"lower {setting}, or set it to 0 to run on CPUs")
+    logging.getLogger("otce_ray").warning(
+        "%s=%g GPUs per task, but the Ray cluster has no GPU now: tasks wait for the autoscaler to add GPU nodes "
+        "(on a fixed cluster, start GPU workers or set %s to 0)", setting, requested, setting)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:

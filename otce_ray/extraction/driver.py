@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import ray
 
 from otce_ray import fs
+from otce_ray.config import check_gpus
 from otce_ray.extraction.shard import ExtractionRequest, ShardResult, run_shard
 from otce_ray.models import ModelError, ModelSpec
 from otce_ray.store import FEATURE_DTYPES, read_manifest, retract_manifest, write_manifest
@@ -122,7 +123,7 @@ def run_extraction(
             planned.append(_plan(spec, dataset_spec, store, pixels_per_image, seed, num_shards, feature_dtype))
     jobs = [job for job in planned if isinstance(job, _Job)]
     if jobs:
-        _check_gpus(num_gpus)
+        check_gpus(num_gpus, ray.cluster_resources().get("GPU", 0), "extraction.num_gpus")
         task = ray.remote(run_shard).options(
             num_gpus=num_gpus, num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False
         )
@@ -173,16 +174,6 @@ def _plan(
         message = str(error) if isinstance(error, ModelError) else f"model {spec.name!r}: {type(error).__name__}: {error}"
         return ExtractionSummary(spec.name, dataset_name, "failed", error=message)
     return _Job(request)
-
-
-def _check_gpus(num_gpus: float) -> None:
-    """Refuse up front what would otherwise wait forever as infeasible tasks."""
-    available = ray.cluster_resources().get("GPU", 0)
-    if num_gpus > 0 and available < num_gpus:
-        raise ValueError(
-            f"num_gpus={num_gpus} per task, but the Ray cluster has {available} GPUs: start the GPU workers first, "
-            "or set num_gpus to 0 to extract on CPUs"
-        )
 
 
 def _default_in_flight(num_gpus: float, num_cpus: float) -> int:

@@ -13,7 +13,7 @@ import pandas as pd
 import ray
 
 from otce_ray import fs
-from otce_ray.config import RunConfig, resolve_num_gpus
+from otce_ray.config import RunConfig, check_gpus, resolve_num_gpus
 from otce_ray.datasets import open_dataset
 from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_or_fail, split_target
 from otce_ray.pipeline.run import connect
@@ -33,9 +33,7 @@ def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None 
         split = split_target(open_dataset(config.target), settings)
         available = ray.cluster_resources().get("GPU", 0)
         num_gpus = resolve_num_gpus(config.extraction.num_gpus, available)
-        if num_gpus > available:  # such tasks would wait forever
-            raise ValueError(f"extraction.num_gpus={num_gpus} per task, but the Ray cluster has {available} GPUs: "
-                             "start GPU workers first, or set it to 0 to fine-tune on CPUs")
+        check_gpus(num_gpus, available, "extraction.num_gpus")
         task = ray.remote(finetune_or_fail).options(num_cpus=settings.threads, num_gpus=num_gpus, max_retries=2)
         shared = ray.put(split)
         device = "cuda" if num_gpus > 0 else "cpu"

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 import ray
 
-from otce_ray.config import RunConfig, resolve_num_gpus
+from otce_ray.config import RunConfig, check_gpus, resolve_num_gpus
 from otce_ray.extraction import ExtractionSummary, run_extraction
 from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, load_results, record_result, write_leaderboard, write_run_json,
@@ -112,12 +112,10 @@ def _plan(config: RunConfig) -> tuple[list[_Model], int]:
 def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress) -> None:
     if not todo:
         return
-    score_gpus = resolve_num_gpus(config.scoring.num_gpus, ray.cluster_resources().get("GPU", 0))
-    device = config.scoring.device if score_gpus > 0 else "cpu"
+    device, score_gpus = _scoring_device(config)
     options = dict(num_cpus=1, num_gpus=score_gpus, max_retries=2)
     repeat_task = ray.remote(score_repeat).options(**options)
     baseline_task = ray.remote(score_baselines).options(**options)
-    cap = config.scoring.max_in_flight or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
     tasks = [*range(config.otce.repeats), *([BASELINES] if config.baselines.names() else [])]
     models = {model.name: model for model in todo}
     extracted: queue.Queue = queue.Queue()
@@ -145,7 +143,7 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
                     _finish(config, model, bar)
                 else:
                     waiting.extend((model.name, task) for task in tasks)
-        while waiting and len(in_flight) < cap:
+        while waiting and len(in_flight) < _scoring_cap(config):
             name, task = waiting.popleft()
             model = models[name]
             if model.error is None:
@@ -158,6 +156,23 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
             for ref in ready:
                 _collect(config, models, in_flight.pop(ref), ref, bar)
     worker.join()
+
+
+def _scoring_device(config: RunConfig) -> tuple[str, float]:
+    """The device repeat tasks solve on and the GPUs each asks for: ``device: cpu`` never holds a GPU."""
+    if config.scoring.device == "cpu":
+        return "cpu", 0.0
+    gpus = resolve_num_gpus(config.scoring.num_gpus, ray.cluster_resources().get("GPU", 0))
+    if gpus == 0 and config.scoring.device == "cuda":
+        raise ValueError("scoring.device is 'cuda' but the Ray cluster has no GPU: set scoring.num_gpus explicitly "
+                         "on an autoscaling cluster, or use device 'auto'")
+    check_gpus(gpus, ray.cluster_resources().get("GPU", 0), "scoring.num_gpus")
+    return (config.scoring.device if gpus > 0 else "cpu"), gpus
+
+
+def _scoring_cap(config: RunConfig) -> int:
+    """Scoring tasks in flight: the configured cap, or twice the CPUs the cluster has now (it may grow)."""
+    return config.scoring.max_in_flight or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _drain(items: queue.Queue, block: bool) -> Iterator[Any]:
