@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -150,3 +152,14 @@ def test_s3_round_trip(s3_bucket):
     np.testing.assert_array_equal(read_pixels(store, "ds", "m").features[:, 0], np.arange(total))
     retract_manifest(store, "ds", "m")
     assert not is_complete(store, "ds", "m")
+
+
+def test_a_corrupt_manifest_is_an_error_naming_the_file(tmp_path):
+    from otce_ray.store import StoreError, manifest_uri, read_manifest
+
+    uri = manifest_uri(str(tmp_path), "alpha", "unet")
+    os.makedirs(os.path.dirname(uri))
+    with open(uri, "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(StoreError, match="_manifest.json: not a valid manifest"):
+        read_manifest(str(tmp_path), "alpha", "unet")

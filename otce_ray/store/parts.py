@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from otce_ray import fs
 from otce_ray.store.layout import manifest_uri
-from otce_ray.store.schema import decode_metadata
+from otce_ray.store.schema import StoreError, decode_metadata
 
 ROW_GROUP_ROWS = 8192  # small enough that a sampled read skips most of a large part
 
@@ -66,10 +66,13 @@ def retract_manifest(store: str, dataset: str, model: str) -> None:
 
 def read_manifest(store: str, dataset: str, model: str) -> dict[str, Any] | None:
     """The manifest of a complete store, or None when the store is absent or incomplete."""
+    uri = manifest_uri(store, dataset, model)
     try:
-        return json.loads(fs.read_bytes(manifest_uri(store, dataset, model)))
+        return json.loads(fs.read_bytes(uri))
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError as error:
+        raise StoreError(f"{uri}: not a valid manifest ({error}); delete it to re-extract this store") from error
 
 
 def is_complete(store: str, dataset: str, model: str, key: str | None = None) -> bool:
