@@ -17,6 +17,7 @@ from otce_ray.store import (
     pixel_table,
     read_manifest,
     read_pixels,
+    read_samples,
     retract_manifest,
     write_manifest,
     write_part,
@@ -118,6 +119,48 @@ def test_sampled_read_touches_only_the_row_groups_it_needs(tmp_path, monkeypatch
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
     pixels = read_pixels(str(tmp_path), "ds", "m", sample=1, seed=0)
     assert len(pixels) == 1 and read_groups == [[int(pixels.features[0, 0]) // ROW_GROUP_ROWS]]
+
+
+def _assert_same_pixels(got, expected):
+    for field in ("features", "labels", "logits", "image_ids", "rows", "cols"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
+
+
+def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):
+    store = str(tmp_path)
+    total = _write_store(store, [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40])
+    samples = [(1000, seed) for seed in range(5)] + [(300, 99)]
+    opened: list[str] = []
+    original = pq.ParquetFile.__init__
+
+    def spy(self, source, *args, **kwargs):
+        opened.append(str(source))
+        original(self, source, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "__init__", spy)
+    together = read_samples(store, "ds", "m", samples)
+    assert len(opened) == 3  # each part once, for six samples
+    assert len(together.pixels) <= sum(size for size, _ in samples) and together.total == total
+    for size, seed in samples:
+        _assert_same_pixels(together.sample(size, seed), read_pixels(store, "ds", "m", sample=size, seed=seed))
+    with pytest.raises(ValueError, match=r"sample \(size 1000, seed 7\) of .*ds/m was not among those read"):
+        together.sample(1000, 7)
+    with pytest.raises(ValueError, match=r"sample \(size 1000000, seed 0\)"):
+        together.sample(10**6, 0)  # every row: not held
+    assert read_samples(store, "ds", "m", samples, with_logits=False).sample(300, 99).logits is None
+
+
+def test_samples_as_large_as_the_store_read_it_whole(tmp_path):
+    store = str(tmp_path)
+    total = _write_store(store, [300, 200])
+    together = read_samples(store, "ds", "m", [(100, 1), (10 * total, 2)])
+    assert together.held is None and len(together.pixels) == total
+    _assert_same_pixels(together.sample(100, 1), read_pixels(store, "ds", "m", sample=100, seed=1))
+    _assert_same_pixels(together.sample(total, 5), read_pixels(store, "ds", "m"))
+    with pytest.raises(StoreError, match="no complete pixel store for model 'm' on dataset 'other'"):
+        read_samples(store, "other", "m", [(10, 0)])
+    with pytest.raises(ValueError, match="at least one"):
+        read_samples(store, "ds", "m", [])
 
 
 def test_store_without_logits(tmp_path):

@@ -1,13 +1,15 @@
 """Reading a complete pixel store back as arrays, optionally a seeded uniform sample of its rows.
 
 Only what is needed is read: the manifest says how many rows each part holds, a sample touches only the row groups
-that contain chosen rows, and the logits column is skipped unless asked for.
+that contain chosen rows, and the logits column is skipped unless asked for. A uniform sample still touches nearly
+every row group of a large store, so several samples of one store are read together with ``read_samples`` (one pass
+over the store, holding only the union of their rows) and then taken apart with ``PixelSamples.sample``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +36,41 @@ class Pixels:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, positions: np.ndarray) -> "Pixels":
+        """The rows at ``positions`` (indices into these arrays), in that order."""
+        return Pixels(
+            features=self.features[positions],
+            labels=self.labels[positions],
+            logits=None if self.logits is None else self.logits[positions],
+            image_ids=self.image_ids[positions],
+            rows=self.rows[positions],
+            cols=self.cols[positions],
+            manifest=self.manifest,
+        )
+
+
+@dataclass(frozen=True)
+class PixelSamples:
+    """The rows that some seeded samples of one store pick, read once (``read_samples``).
+
+    ``sample(size, seed)`` gives back any of those samples exactly as ``read_pixels(..., sample=size, seed=seed)``
+    reads it: the same rows in the same order.
+    """
+
+    pixels: Pixels  # the union of the samples' rows, in store order
+    held: np.ndarray | None  # their (sorted) row indices in the store; None: every row
+    total: int  # rows in the store
+    where: str  # the store's URI, for errors
+
+    def sample(self, size: int, seed: int) -> Pixels:
+        chosen = _choose(self.total, size, seed)
+        if self.held is None:
+            return self.pixels if chosen is None else self.pixels.take(chosen)
+        positions = None if chosen is None else np.searchsorted(self.held, chosen)
+        if positions is None or positions[-1] >= len(self.held) or not np.array_equal(self.held[positions], chosen):
+            raise ValueError(f"the sample (size {size}, seed {seed}) of {self.where} was not among those read")
+        return self.pixels.take(positions)
+
 
 def read_pixels(
     store: str,
@@ -49,17 +86,52 @@ def read_pixels(
 
     Raises ``StoreError`` when the store is missing or incomplete, or (with ``key``) written for other settings.
     """
+    manifest, where, total = _open(store, dataset, model, key)
+    return _read_rows(where, manifest, _choose(total, sample, seed), with_logits)
+
+
+def read_samples(
+    store: str,
+    dataset: str,
+    model: str,
+    samples: Iterable[tuple[int, int]],
+    *,
+    with_logits: bool = True,
+    key: str | None = None,
+) -> PixelSamples:
+    """Read, in one pass over (dataset, model), every row that any ``(size, seed)`` of ``samples`` picks.
+
+    K samples read one by one with ``read_pixels`` cost K reads of nearly the whole store; this costs one, and
+    holds at most the sum of the sizes in rows. Raises ``StoreError`` as ``read_pixels`` does.
+    """
+    samples = list(samples)
+    if not samples:
+        raise ValueError("samples: expected at least one (size, seed) pair")
+    manifest, where, total = _open(store, dataset, model, key)
+    chosen = [_choose(total, size, seed) for size, seed in samples]
+    held = None if any(rows is None for rows in chosen) else np.unique(np.concatenate(chosen))
+    if held is not None and len(held) == total:
+        held = None
+    return PixelSamples(_read_rows(where, manifest, held, with_logits), held, total, where)
+
+
+def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[str, Any], str, int]:
+    """The store's manifest, URI and row count; ``StoreError`` when missing, incomplete or written for another key."""
     manifest = read_manifest(store, dataset, model)
     where = model_uri(store, dataset, model)
     if manifest is None:
         raise StoreError(f"no complete pixel store for model {model!r} on dataset {dataset!r} at {where}")
     if key is not None and manifest.get("key") != key:
         raise StoreError(f"pixel store {where} was written for other settings (key {manifest.get('key')} != {key})")
+    return manifest, where, sum(int(part["rows"]) for part in manifest["parts"])
+
+
+def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, with_logits: bool) -> Pixels:
+    """The store's rows ``chosen`` (sorted global indices; None: all), reading only the row groups that hold them."""
     columns = ["image_id", "row", "col", "label", "features"]
     if with_logits and manifest.get("logit_dim"):
         columns.append("logits")
     counts = np.array([part["rows"] for part in manifest["parts"]], dtype=np.int64)
-    chosen = _choose(int(counts.sum()), sample, seed)
     starts = np.concatenate([[0], np.cumsum(counts)])
     tables = []
     for part, start, stop in zip(manifest["parts"], starts[:-1], starts[1:]):
