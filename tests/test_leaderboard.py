@@ -103,9 +103,15 @@ def _sample_results() -> list[ModelResult]:
         _ok("unet_alpha", [-0.91, -0.95, -0.93], architecture="unet", n_pixels=1000, solver="sinkhorn", epsilon=0.1,
             max_marginal_error=1e-4, extract_seconds=2.0, score_seconds=1.5, fingerprint="abc123"),
         _ok("fcn_beta", [-1.40, -1.30, -1.35], source="beta", architecture="fcn8s", n_pixels=1000),
-        _ok("psp_gamma", [-0.92, -0.99, -0.96], source="gamma"),
+        _ok("psp_gamma", [-0.92, -0.99, -0.96], source="gamma",
+            warnings=["baseline logme: cannot be computed, NaN (ValueError: <degenerate> | y)",
+                      "repeat 2: sinkhorn did not converge (marginal error 2.0e-03 > 1e-03)"]),
         ModelResult(model="broken", source="beta", status="failed", error="model 'broken': <no such file> | x"),
     ]
+
+
+PSP_WARNINGS = ("baseline logme: cannot be computed, NaN (ValueError: <degenerate> | y); "
+                "repeat 2: sinkhorn did not converge (marginal error 2.0e-03 > 1e-03)")
 
 
 def test_records_round_trip_and_rebuild_the_board(tmp_path):
@@ -131,6 +137,18 @@ def test_malformed_records_name_their_file(tmp_path):
     bad.write_text(json.dumps({"model": "zz", "source": "alpha", "scores": [-1, -1], "colour": "red"}))
     with pytest.raises(ValueError, match=re.escape(str(bad)) + r": unknown fields \['colour'\]"):
         load_results(output)
+    with pytest.raises(ValueError, match="warnings must be a list of strings"):
+        _ok("m", [-1.0, -1.0], warnings="one string")
+
+
+def test_records_written_before_warnings_existed_still_load(tmp_path):
+    old = {"model": "unet_alpha", "source": "alpha", "status": "ok", "scores": [-0.9, -0.8], "n_pixels": 100,
+           "fingerprint": "abc", "metrics": {"leep": -1.5}}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "unet_alpha.json").write_text(json.dumps(old))
+    [loaded] = load_results(str(tmp_path))
+    assert loaded.warnings == () and loaded.fingerprint == "abc"
+    assert build_leaderboard([loaded])["warnings"].isna().all()
 
 
 def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
@@ -147,6 +165,9 @@ def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
     assert len(table) == 2 + len(board)  # header, rule, one line per model
     assert table[2].startswith("| 1 | 1 | unet_alpha | unet | alpha | -0.9300 | [")
     assert "model 'broken': <no such file> \\| x" in table[-1]  # pipes escaped so the table stays a table
+    notes = markdown.split("## Notes\n\n", 1)[1].splitlines()
+    assert notes == ["- psp_gamma: " + PSP_WARNINGS.replace("|", "\\|")]
+    assert list(csv["warnings"].fillna("")) == list(board["warnings"].fillna(""))
 
     page = fs.read_bytes(fs.join(output, "leaderboard.html")).decode()
     assert page.startswith("<!DOCTYPE html>")
@@ -156,12 +177,16 @@ def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
     assert ">G1</text>" in page and ">G2</text>" in page  # groups marked on the plot
     assert page.count('class="band-0 group-start"') + page.count('class="band-1 group-start"') == 2
     assert '<tr class="failed">' in page and "&lt;no such file&gt;" in page  # error shown, escaped
+    assert "<h2>Notes</h2>" in page and "<li><b>psp_gamma</b>: baseline logme: cannot be computed, NaN " \
+        "(ValueError: &lt;degenerate&gt; | y); repeat 2:" in page
 
 
 def test_all_files_written_and_readable_back(tmp_path):
     output = str(tmp_path / "out")
     board = build_leaderboard(_sample_results())
     assert list(board["group"].astype("object")) == [1, 1, 2, pd.NA]
+    assert board.set_index("model")["warnings"].fillna("").to_dict() == {
+        "unet_alpha": "", "psp_gamma": PSP_WARNINGS, "fcn_beta": "", "broken": ""}
 
     written = write_leaderboard(output, board)
 
@@ -178,6 +203,9 @@ def test_run_json_records_config_versions_and_timings(tmp_path):
     assert set(record["versions"]) == {"otce-ray", "python", "ray", "torch", "pot"}
     assert record["versions"]["ray"].startswith("2.60")
     assert record["written_at"].endswith("+00:00")
+    assert record["warnings"] == {}
+    uri = write_run_json(str(tmp_path), {}, {}, {"a": ["repeat 1: did not converge"], "b": []})
+    assert json.loads(fs.read_bytes(uri))["warnings"] == {"a": ["repeat 1: did not converge"]}
 
 
 def test_everything_goes_to_s3(s3_bucket):

@@ -1,6 +1,7 @@
 """Human-readable leaderboards: a Markdown table and a self-contained HTML page (table + inline SVG plot).
 
-Both show the same cells, formatted once here; the CSV and Parquet files keep the full-precision columns.
+Both show the same cells, formatted once here; the CSV and Parquet files keep the full-precision columns. A model's
+warnings (the ``warnings`` column) are listed under the table as notes, one line per model, rather than as a cell.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def _columns(board: pd.DataFrame) -> list[tuple[str, Callable[[Any], str]]]:
     return [*_CELLS[:split], *extra, *_CELLS[split:]]
 
 
+def _notes(board: pd.DataFrame) -> list[tuple[str, str]]:
+    """(model, its warnings) for every row that has any; a board without the column (an old CSV) has none."""
+    return [(str(row.model), str(row.warnings)) for row in board.itertuples(index=False)
+            if not _missing(getattr(row, "warnings", None))]
+
+
 def _cells(board: pd.DataFrame, columns: list[tuple[str, Callable[[Any], str]]]) -> list[list[str]]:
     return [[cell(row) for _, cell in columns] for row in board.itertuples(index=False)]
 
@@ -79,6 +86,9 @@ def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -
     lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board, columns)]
+    notes = _notes(board)
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {md(model)}: {md(text)}" for model, text in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +121,9 @@ def leaderboard_html(board: pd.DataFrame, title: str = "OTCE leaderboard") -> st
         body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{tds}</tr>')
         previous_group = None if _missing(row.group) else int(row.group)
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
+    notes = [f"<li><b>{html.escape(model)}</b>: {html.escape(text)}</li>" for model, text in _notes(board)]
     return html_page(title, _STYLE, LEGEND, scores_svg(board), f"<table><thead><tr>{head}</tr></thead><tbody>",
-                     *body_rows, "</tbody></table>")
+                     *body_rows, "</tbody></table>", *(["<h2>Notes</h2>", "<ul>", *notes, "</ul>"] if notes else []))
 
 
 def html_page(title: str, style: str, legend: str, *body: str) -> str:

@@ -38,10 +38,16 @@ class ModelResult:
     error: str | None = None
     fingerprint: str | None = None  # RunConfig.model_fingerprint: a rerun reuses the record only if it matches
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)  # baseline name -> value (NaN: none)
+    # what the user should know about an ok (or failed) result: why a baseline is NaN, an unconverged repeat, ...
+    # Records written before this field existed load with none.
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(float(s) for s in self.scores))
         object.__setattr__(self, "metrics", {str(k): float(v) for k, v in self.metrics.items()})
+        if isinstance(self.warnings, str):
+            raise ValueError(f"result for model {self.model!r}: warnings must be a list of strings, not one string")
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
         problem = name_problem(self.model)
         if problem:
             raise ValueError(f"result model name: {problem}")

@@ -20,14 +20,15 @@ from otce_ray.leaderboard.stats import summarize_repeats
 COLUMNS = (
     "rank", "group", "model", "architecture", "source", "otce", "otce_std", "otce_sem", "otce_ci_low",
     "otce_ci_high", "n_pixels", "repeats", "solver", "epsilon", "max_marginal_error", "extract_seconds",
-    "score_seconds", "status", "error",
+    "score_seconds", "status", "error", "warnings",
 )
+WARNING_SEPARATOR = "; "  # a model's warnings in one cell of the ``warnings`` column
 # Nullable dtypes, so failed rows hold <NA> and every run writes the same Parquet schema.
 _DTYPES = {
     **dict.fromkeys(("rank", "group", "n_pixels", "repeats"), "Int64"),
     **dict.fromkeys(("otce", "otce_std", "otce_sem", "otce_ci_low", "otce_ci_high", "epsilon", "max_marginal_error",
                      "extract_seconds", "score_seconds"), "float64"),
-    **dict.fromkeys(("model", "architecture", "source", "solver", "status", "error"), "string"),
+    **dict.fromkeys(("model", "architecture", "source", "solver", "status", "error", "warnings"), "string"),
 }
 
 
@@ -37,6 +38,7 @@ def _row(result: ModelResult) -> dict:
         "n_pixels": result.n_pixels, "solver": result.solver, "epsilon": result.epsilon,
         "max_marginal_error": result.max_marginal_error, "extract_seconds": result.extract_seconds,
         "score_seconds": result.score_seconds, "status": result.status, "error": result.error,
+        "warnings": WARNING_SEPARATOR.join(result.warnings) or None,
     }
     row.update(result.metrics)
     if result.status == "ok":
@@ -62,7 +64,8 @@ def indistinguishable_groups(ci_low: list[float], ci_high: list[float]) -> list[
 def build_leaderboard(results: Iterable[ModelResult]) -> pd.DataFrame:
     """Rank scored models best first (ties by name), add indistinguishable groups, failed models last by name.
 
-    Baseline metrics recorded with the results become float columns after OTCE's interval.
+    Baseline metrics recorded with the results become float columns after OTCE's interval; each model's warnings
+    (why a baseline is NaN, an unconverged repeat, ...) are one ``warnings`` cell, joined by ``WARNING_SEPARATOR``.
     """
     results_list = list(results)
     rows = [_row(r) for r in results_list]

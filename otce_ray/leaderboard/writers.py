@@ -7,7 +7,7 @@ import importlib.metadata
 import io
 import json
 import platform
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -51,12 +51,19 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def write_run_json(output: str, config: Mapping[str, Any], timings: Mapping[str, float]) -> str:
-    """Write run.json: the resolved config (RunConfig.to_dict()), versions, timings and when it was written."""
+def write_run_json(
+    output: str,
+    config: Mapping[str, Any],
+    timings: Mapping[str, float],
+    warnings: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """Write run.json: the resolved config (RunConfig.to_dict()), versions, timings, each model's warnings (only the
+    models that have any) and when it was written."""
     record = {
         "config": dict(config),
         "versions": versions(),
         "timings": dict(timings),
+        "warnings": {model: list(notes) for model, notes in (warnings or {}).items() if notes},
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     uri = fs.join(output, "run.json")
