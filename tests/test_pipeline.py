@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import os
 
 import pandas as pd
@@ -12,7 +14,12 @@ from otce_ray.config import parse_config
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
+from otce_ray.pipeline.repeat import sample_seeds
 from otce_ray.scoring.baselines import BASELINES
+from otce_ray.scoring.estimator import otce_score
+from otce_ray.store import read_pixels, retract_manifest
+
+run_module = importlib.import_module("otce_ray.pipeline.run")  # the package's ``run`` is the function
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,7 @@ def _dataset(root: str, city: str) -> dict:
     return {"name": city, "format": "cityscapes", "root": root, "split": "train", "cities": [city]}
 
 
-def _config(tmp_path, benchmark, models: list[dict], n_pixels: int = 200):
+def _config(tmp_path, benchmark, models: list[dict], n_pixels: int = 200, **sections):
     root, cities = benchmark
     raw = {
         "store": str(tmp_path / "store"),
@@ -35,6 +42,7 @@ def _config(tmp_path, benchmark, models: list[dict], n_pixels: int = 200):
         "models": models,
         "otce": {"n_pixels": n_pixels, "repeats": 3, "seed": 0},
         "extraction": {"pixels_per_image": 80, "batch_size": 2},
+        **sections,
     }
     return parse_config(raw, base_dir=str(tmp_path))
 
@@ -142,3 +150,93 @@ def test_a_model_whose_files_cannot_be_reached_fails_alone(ray_local, benchmark,
     statuses = dict(zip(board["model"], board["status"]))
     assert statuses == {"unet_alpha": "ok", "remote": "failed"}
     assert "remote" in board.set_index("model").loc["remote", "error"]
+
+
+def _count_loads(monkeypatch) -> dict[str, list[str]]:
+    """Spy on the driver's loader tasks: model -> the datasets whose store a loader task was started for."""
+    loads: dict[str, list[str]] = {}
+    original = run_module._load_pixels
+
+    class Counted:
+        def __init__(self, task):
+            self.task = task
+
+        def remote(self, store, dataset, model, *args, **kwargs):
+            loads.setdefault(model, []).append(dataset)
+            return self.task.remote(store, dataset, model, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_load_pixels", lambda config, model, task: original(config, model, Counted(task)))
+    return loads
+
+
+def _per_repeat_reads(config, model: str, source: str) -> list[float]:
+    """The model's repeat scores as they were computed before: each repeat reading its own sample of each store."""
+    scores = []
+    for repeat in range(config.otce.repeats):
+        source_seed, target_seed = sample_seeds(config.otce.seed, repeat)
+        n = config.otce.n_pixels
+        xs = read_pixels(config.store, source, model, sample=n, seed=source_seed, with_logits=False)
+        xt = read_pixels(config.store, config.target["name"], model, sample=n, seed=target_seed, with_logits=False)
+        scores.append(otce_score(xs.features, xs.labels, xt.features, xt.labels, n_pixels=n, repeats=1,
+                                 seed=config.otce.seed, device="cpu").score)
+    return scores
+
+
+def test_each_store_is_read_once_per_model_and_scores_as_before(ray_local, benchmark, tmp_path, monkeypatch):
+    _, cities = benchmark
+    loads = _count_loads(monkeypatch)
+    config = _config(tmp_path, benchmark, [_model(benchmark, "unet_alpha", "unet", 0),
+                                           _model(benchmark, "unet_gamma", "unet", 2)],  # trained on the target
+                     baselines={"metrics": ["hscore", "leep"], "n_pixels": 150})
+    board = run(config, progress=False)
+    assert (board["status"] == "ok").all()
+    # one loader task per store, for all three repeats and the baselines; a model trained on the target has one
+    assert loads == {"unet_alpha": [cities[0], cities[2]], "unet_gamma": [cities[2]]}
+    for result in load_results(config.output):
+        assert list(result.scores) == pytest.approx(_per_repeat_reads(config, result.model, result.source), rel=1e-5)
+        assert result.warnings == ()  # converged, every metric computed
+
+
+def test_a_baseline_that_cannot_be_computed_says_why(ray_local, benchmark, tmp_path):
+    import torch
+
+    features_only = tmp_path / "features_only.pt"  # no logits: LEEP and NCE cannot be computed
+    torch.jit.script(torch.nn.Conv2d(3, 8, 3, padding=1)).save(str(features_only))
+    root, cities = benchmark
+    config = _config(tmp_path, benchmark, [{"name": "conv", "format": "torchscript", "path": str(features_only),
+                                            "source": _dataset(root, cities[0])}],
+                     baselines={"metrics": ["leep", "nce", "hscore"], "n_pixels": 150})
+    board = run(config, progress=False)
+    row = board.iloc[0]
+    assert row["status"] == "ok" and math.isnan(row["leep"]) and math.isnan(row["nce"])
+    assert math.isfinite(row["hscore"])
+    reason = "cannot be computed, NaN (ValueError: logits: the source model's logits were not stored"
+    [result] = load_results(config.output)
+    assert [note.split(":")[0] for note in result.warnings] == ["baseline leep", "baseline nce"]
+    assert all(reason in note for note in result.warnings)
+    assert reason in row["warnings"]
+    out = config.output
+    assert json.loads(open(os.path.join(out, "run.json")).read())["warnings"] == {"conv": list(result.warnings)}
+    notes = open(os.path.join(out, "leaderboard.md")).read().split("## Notes", 1)[1]
+    assert "- conv: baseline leep: " + reason in notes
+    assert reason in pd.read_csv(os.path.join(out, "leaderboard.csv"))["warnings"].iloc[0]
+
+
+def test_a_store_lost_before_scoring_fails_its_model_alone(ray_local, benchmark, tmp_path, monkeypatch):
+    _, cities = benchmark
+    config = _config(tmp_path, benchmark, [_model(benchmark, "unet_alpha", "unet", 0),
+                                           _model(benchmark, "fcn_beta", "fcn8s", 1)])
+    run(config, progress=False)
+    first = {r.model: r.scores for r in load_results(config.output)}
+    for name in first:
+        os.remove(os.path.join(config.output, "results", f"{name}.json"))
+    retract_manifest(config.store, cities[1], "fcn_beta")  # gone after extraction said it was there
+    monkeypatch.setattr(run_module, "_extract_models", lambda config, specs, num_gpus: [])
+    board = run(config, progress=False).set_index("model")
+    assert board.loc["unet_alpha", "status"] == "ok"
+    assert [r.scores for r in load_results(config.output) if r.model == "unet_alpha"] == [first["unet_alpha"]]
+    error = board.loc["fcn_beta", "error"]
+    assert board.loc["fcn_beta", "status"] == "failed"
+    assert "model 'fcn_beta'" in error
+    assert f"no complete pixel store for model 'fcn_beta' on dataset '{cities[1]}'" in error
+    assert os.path.join(config.store, cities[1], "fcn_beta") in error

@@ -19,44 +19,14 @@ from otce_ray.store import (
     read_pixels,
     read_samples,
     retract_manifest,
-    write_manifest,
     write_part,
 )
-from otce_ray.store.layout import part_name
 from otce_ray.store.parts import ROW_GROUP_ROWS
-
-
-def _columns(rows: int, dim: int = 6, classes: int = 3, seed: int = 0, offset: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    index = np.arange(offset, offset + rows)
-    return {
-        "image_ids": np.array([f"img{i // 100:04d}" for i in index], dtype=object),
-        "rows": (index % 100).astype(np.int32),
-        "cols": (index // 100).astype(np.int32),
-        "labels": rng.integers(0, classes, rows).astype(np.int16),
-        # the first feature is the global row index, so every read can be checked against what was written
-        "features": np.column_stack([index, rng.normal(size=(rows, dim - 1))]).astype(np.float32),
-        "logits": rng.normal(size=(rows, classes)).astype(np.float32),
-    }
-
-
-def _write_store(store: str, parts: list[int], *, key: str = "k1", dtype: str = "float32", logits: bool = True):
-    offset, entries = 0, []
-    for shard, rows in enumerate(parts):
-        columns = _columns(rows, seed=shard, offset=offset)
-        if not logits:
-            columns["logits"] = None
-        table = pixel_table(**columns, metadata={"key": key, "rows": rows}, feature_dtype=dtype)
-        write_part(part_uri(store, "ds", "m", shard), table)
-        entries.append({"file": part_name(shard), "shard": shard, "rows": rows, "images": 1})
-        offset += rows
-    write_manifest(store, "ds", "m", {"key": key, "feature_dim": 6, "logit_dim": 3 if logits else None,
-                                      "parts": entries, "rows": offset})
-    return offset
+from store_cases import columns, write_store
 
 
 def test_schema_types_and_metadata(tmp_path):
-    table = pixel_table(**_columns(10), metadata={"key": "abc", "model": "m"}, feature_dtype="float16")
+    table = pixel_table(**columns(10), metadata={"key": "abc", "model": "m"}, feature_dtype="float16")
     assert table.schema.field("label").type == pa.int16()
     assert table.schema.field("row").type == pa.int32()
     assert table.schema.field("features").type == pa.list_(pa.float16(), 6)
@@ -71,19 +41,19 @@ def test_schema_types_and_metadata(tmp_path):
 
 
 def test_write_part_leaves_no_temporary_files(tmp_path):
-    _write_store(str(tmp_path), [5, 7])
+    write_store(str(tmp_path), [5, 7])
     assert sorted(p.name for p in (tmp_path / "ds" / "m").iterdir()) == [
         "_manifest.json", "part-00000.parquet", "part-00001.parquet"]
 
 
 def test_read_all_pixels_back_in_order(tmp_path):
-    total = _write_store(str(tmp_path), [300, 200, 250])
+    total = write_store(str(tmp_path), [300, 200, 250])
     pixels = read_pixels(str(tmp_path), "ds", "m")
     assert len(pixels) == total
     assert pixels.features.dtype == np.float32 and pixels.features.shape == (total, 6)
     np.testing.assert_array_equal(pixels.features[:, 0], np.arange(total))
-    expected = np.concatenate([_columns(300, seed=0)["labels"], _columns(200, seed=1)["labels"],
-                               _columns(250, seed=2)["labels"]])
+    expected = np.concatenate([columns(300, seed=0)["labels"], columns(200, seed=1)["labels"],
+                               columns(250, seed=2)["labels"]])
     np.testing.assert_array_equal(pixels.labels, expected)
     assert pixels.logits.shape == (total, 3)
     assert pixels.image_ids[0] == "img0000" and pixels.rows[101] == 1 and pixels.cols[101] == 1
@@ -91,7 +61,7 @@ def test_read_all_pixels_back_in_order(tmp_path):
 
 
 def test_sampled_read_is_seeded_uniform_and_exact(tmp_path):
-    total = _write_store(str(tmp_path), [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40], dtype="float16")
+    total = write_store(str(tmp_path), [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40], dtype="float16")
     first = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=3)
     again = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=3)
     other = read_pixels(str(tmp_path), "ds", "m", sample=1000, seed=4)
@@ -108,7 +78,7 @@ def test_sampled_read_is_seeded_uniform_and_exact(tmp_path):
 
 
 def test_sampled_read_touches_only_the_row_groups_it_needs(tmp_path, monkeypatch):
-    _write_store(str(tmp_path), [4 * ROW_GROUP_ROWS])
+    write_store(str(tmp_path), [4 * ROW_GROUP_ROWS])
     read_groups: list[list[int]] = []
     original = pq.ParquetFile.read_row_groups
 
@@ -128,7 +98,7 @@ def _assert_same_pixels(got, expected):
 
 def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):
     store = str(tmp_path)
-    total = _write_store(store, [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40])
+    total = write_store(store, [ROW_GROUP_ROWS + 500, 3 * ROW_GROUP_ROWS, 40])
     samples = [(1000, seed) for seed in range(5)] + [(300, 99)]
     opened: list[str] = []
     original = pq.ParquetFile.__init__
@@ -152,7 +122,7 @@ def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):
 
 def test_samples_as_large_as_the_store_read_it_whole(tmp_path):
     store = str(tmp_path)
-    total = _write_store(store, [300, 200])
+    total = write_store(store, [300, 200])
     together = read_samples(store, "ds", "m", [(100, 1), (10 * total, 2)])
     assert together.held is None and len(together.pixels) == total
     _assert_same_pixels(together.sample(100, 1), read_pixels(store, "ds", "m", sample=100, seed=1))
@@ -164,18 +134,18 @@ def test_samples_as_large_as_the_store_read_it_whole(tmp_path):
 
 
 def test_store_without_logits(tmp_path):
-    _write_store(str(tmp_path), [20], logits=False)
+    write_store(str(tmp_path), [20], logits=False)
     assert read_pixels(str(tmp_path), "ds", "m").logits is None
 
 
 def test_completion_is_the_manifest_and_its_key(tmp_path):
     store = str(tmp_path)
     assert not is_complete(store, "ds", "m")
-    write_part(part_uri(store, "ds", "m", 0), pixel_table(**_columns(5), metadata={"key": "k1"}))
+    write_part(part_uri(store, "ds", "m", 0), pixel_table(**columns(5), metadata={"key": "k1"}))
     assert not is_complete(store, "ds", "m")  # parts alone never read as complete
     with pytest.raises(StoreError, match=r"no complete pixel store for model 'm' on dataset 'ds' at .*ds/m"):
         read_pixels(store, "ds", "m")
-    _write_store(store, [5])
+    write_store(store, [5])
     assert is_complete(store, "ds", "m") and is_complete(store, "ds", "m", key="k1")
     assert not is_complete(store, "ds", "m", key="k2")
     with pytest.raises(StoreError, match="written for other settings"):
@@ -187,7 +157,7 @@ def test_completion_is_the_manifest_and_its_key(tmp_path):
 
 def test_s3_round_trip(s3_bucket):
     store = f"s3://{s3_bucket}/stores/run1"
-    total = _write_store(store, [120, 80], dtype="float16")
+    total = write_store(store, [120, 80], dtype="float16")
     assert is_complete(store, "ds", "m")
     assert part_metadata(part_uri(store, "ds", "m", 1)) == {"key": "k1", "rows": 80}
     pixels = read_pixels(store, "ds", "m", sample=50, seed=1)

@@ -1,23 +1,33 @@
-"""Ray task bodies of scoring: one OTCE repeat, or one model's baseline metrics, each from seeded samples.
+"""What a model's scoring reads, and the Ray task bodies of scoring: one OTCE repeat, or the baseline metrics.
 
-Pixel data moves from the store straight to the worker that scores it; only a few numbers return.
+Each (dataset, model) pixel store is read once per model, not once per task: ``store_reads`` lists every seeded
+sample the model's tasks will draw from each of its stores (one per repeat, and the baselines' own), one loader task
+per store reads the union of their rows (``otce_ray.store.read_samples``, one pass over the store), and each task
+takes its own sample out of that object (``PixelSamples.sample``): the same rows, in the same order, as reading that
+sample from the store gives. Only a few numbers, and what went wrong, return to the driver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+import logging
+import warnings
+from typing import Any, Iterator
 
 import numpy as np
 
 from otce_ray.config import BaselineSettings, OTCESettings
 from otce_ray.scoring.baselines import baseline_scores
+from otce_ray.scoring.baselines import registry as baseline_registry
 from otce_ray.scoring.cost_scale import DEFAULT_COST_SCALE
-from otce_ray.scoring.estimator import otce_score
-from otce_ray.store import read_pixels
-
+from otce_ray.scoring.estimator import RepeatRecord, otce_score
+from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
+from otce_ray.store import PixelSamples
 
 BASELINE_STREAM = 2**31  # the seed stream of the baselines' sample: no run has that many repeats
+WARNING_CHARS = 300  # a recorded warning is cut to this length: the leaderboard shows it, a worker log has the rest
+_NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)  # library upkeep, not about this result
 
 
 def sample_seeds(seed: int, repeat: int) -> tuple[int, int]:
@@ -26,31 +36,105 @@ def sample_seeds(seed: int, repeat: int) -> tuple[int, int]:
     return int(source), int(target)
 
 
+def store_reads(
+    source: str, target: str, otce: OTCESettings, baselines: BaselineSettings
+) -> dict[str, tuple[list[tuple[int, int]], bool]]:
+    """How a model's stores are read: dataset -> ((size, seed) of every sample its tasks draw there, with logits).
+
+    Each side gets one sample per repeat and, with baselines configured, the baselines' sample, seeded as
+    ``sample_seeds`` says. Logits are read on the target side only, and only with baselines: LEEP and NCE use the
+    source model's logits on target pixels; OTCE and every other metric use features. A model trained on the target
+    dataset itself has one store for both sides, read once for both.
+    """
+    streams = [(otce.n_pixels, repeat) for repeat in range(otce.repeats)]
+    if baselines.names():
+        streams.append((baselines.n_pixels, BASELINE_STREAM))
+    seeds = [(size, sample_seeds(otce.seed, stream)) for size, stream in streams]
+    source_samples = [(size, seed) for size, (seed, _) in seeds]
+    target_samples = [(size, seed) for size, (_, seed) in seeds]
+    reads = {source: (source_samples, False)}
+    shared = source_samples if target == source else []
+    reads[target] = (shared + target_samples, bool(baselines.names()))
+    return reads
+
+
 def score_repeat(
-    store: str, model: str, source: str, target: str, otce: OTCESettings, repeat: int, device: str
+    source: PixelSamples, target: PixelSamples, otce: OTCESettings, repeat: int, device: str
 ) -> dict[str, Any]:
-    """Score repeat ``repeat`` of ``model`` from the (source, model) and (target, model) pixel stores."""
+    """Score repeat ``repeat`` of a model on its own samples of the source and target pixels read for it."""
     source_seed, target_seed = sample_seeds(otce.seed, repeat)
-    source_pixels = read_pixels(store, source, model, sample=otce.n_pixels, seed=source_seed, with_logits=False)
-    target_pixels = read_pixels(store, target, model, sample=otce.n_pixels, seed=target_seed, with_logits=False)
+    source_pixels = source.sample(otce.n_pixels, source_seed)
+    target_pixels = target.sample(otce.n_pixels, target_seed)
     result = otce_score(
         source_pixels.features, source_pixels.labels, target_pixels.features, target_pixels.labels,
         n_pixels=otce.n_pixels, repeats=1, solver=otce.solver, epsilon=otce.epsilon, seed=otce.seed,
         device=device, cost_scale_kind=otce.cost_scale or DEFAULT_COST_SCALE,
     )
     record = dataclasses.replace(result.repeats[0], repeat=repeat)
-    return dataclasses.asdict(record) | {"epsilon_relative": result.epsilon}
+    return dataclasses.asdict(record) | {"epsilon_relative": result.epsilon,
+                                         "warnings": repeat_warnings(record, otce.solver)}
+
+
+def repeat_warnings(record: RepeatRecord, solver: str) -> list[str]:
+    """What a user should know about one repeat: an unconverged plan (its score may be unreliable)."""
+    if record.converged:
+        return []
+    return [f"repeat {record.repeat}: {solver} did not converge "
+            f"(marginal error {record.marginal_error:.1e} > {DEFAULT_TOLERANCE:.0e})"]
 
 
 def score_baselines(
-    store: str, model: str, source: str, target: str, baselines: BaselineSettings, otce: OTCESettings, device: str
-) -> dict[str, float]:
-    """Every configured baseline metric of ``model`` on one seeded sample per side (NaN where one cannot be had)."""
+    source: PixelSamples, target: PixelSamples, baselines: BaselineSettings, otce: OTCESettings, device: str
+) -> dict[str, Any]:
+    """Every configured baseline metric of a model on one seeded sample per side, and why any of them is NaN.
+
+    Returns ``{"metrics": {name: value (NaN where it cannot be had)}, "warnings": [...]}``. The metrics are computed
+    one by one on the same sample, so that each reason (the registry's logged one, or a warning such as JC-OTCE's
+    unconverged plan) is told with the metric it belongs to.
+    """
     source_seed, target_seed = sample_seeds(otce.seed, BASELINE_STREAM)
-    source_pixels = read_pixels(store, source, model, sample=baselines.n_pixels, seed=source_seed)
-    target_pixels = read_pixels(store, target, model, sample=baselines.n_pixels, seed=target_seed)
-    return baseline_scores(
-        source_pixels, target_pixels, metrics=baselines.names(), n_pixels=baselines.n_pixels, seed=otce.seed,
-        otce_options={"epsilon": otce.epsilon, "cost_scale_kind": otce.cost_scale or DEFAULT_COST_SCALE,
-                      "device": device},
-    )
+    source_pixels = source.sample(baselines.n_pixels, source_seed)
+    target_pixels = target.sample(baselines.n_pixels, target_seed)
+    options = {"epsilon": otce.epsilon, "cost_scale_kind": otce.cost_scale or DEFAULT_COST_SCALE, "device": device}
+    metrics: dict[str, float] = {}
+    notes: list[str] = []
+    for name in baselines.names():
+        with _reasons(f"baseline {name}") as reasons:
+            metrics |= baseline_scores(source_pixels, target_pixels, metrics=[name], n_pixels=baselines.n_pixels,
+                                       seed=otce.seed, otce_options=options)
+        notes += reasons
+    return {"metrics": metrics, "warnings": notes}
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _reasons(prefix: str) -> Iterator[list[str]]:
+    """Collect, once each and cut short, what the baselines registry logs and what Python warns inside the block.
+
+    The registry logs why a metric is NaN ("baseline logme: cannot be computed, NaN (...)"); Python warnings get
+    ``prefix``. On a Ray worker both would otherwise end in a log nobody reads.
+    """
+    logger = baseline_registry.logger
+    messages: list[str] = []
+    handler, level = _Collect(messages), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.WARNING):
+        logger.setLevel(logging.WARNING)
+    reasons: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    messages += [f"{prefix}: {w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, _NOISE)]
+    reasons += [message[:WARNING_CHARS] for message in dict.fromkeys(messages)]

@@ -5,6 +5,15 @@ failure leaves NaN columns, never fails the model). Extraction runs in a driver 
 loop at once, so the repeats of early models run while later models are still being extracted. Every model's
 result is recorded as soon as it is known (``output/results/{model}.json``): a crash loses nothing finished, and a
 rerun with the same settings skips what is recorded. A model that fails at any step becomes a failed row.
+
+Each of a model's pixel stores is read once, by one loader task started when the model's first scoring task is
+dispatched; its tasks take their seeded samples from that object (see ``otce_ray.pipeline.repeat``). The object
+holds the union of the model's samples (at most K x n_pixels rows per side plus the baselines' sample; less for a
+small store), not the whole store, and the driver lets go of it when the model's result is recorded. Tasks are
+dispatched in model order with at most ``_scoring_cap`` in flight, so the models holding pixels in the object store
+at once are those with tasks in flight plus the one being dispatched: about cap / (K + 1) + 1, never more than
+cap + 1, however many models the run has. What a user should know about a result (why a baseline is NaN, an
+unconverged repeat) is recorded with it.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, load_results, record_result, write_leaderboard, write_run_json,
 )
 from otce_ray.pipeline.progress import Progress
-from otce_ray.pipeline.repeat import score_baselines, score_repeat
+from otce_ray.pipeline.repeat import WARNING_CHARS, score_baselines, score_repeat, store_reads
+from otce_ray.store import read_samples
 
 logger = logging.getLogger(__name__)
 EXTRACTION_CHUNK = 8  # models whose shards are dispatched together: enough to fill a cluster, small to overlap
@@ -51,7 +61,9 @@ class _Model:
     extract_seconds: float = 0.0
     records: dict[int, dict] = field(default_factory=dict)
     metrics: dict[str, float] | None = None  # None until the baselines task (if any) returns
+    baseline_warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    pixels: tuple[Any, Any] | None = None  # refs to its source and target pixels while its tasks run
 
     @property
     def name(self) -> str:
@@ -80,10 +92,12 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
         _extract_and_score(config, todo, bar)
         bar.close()
         names = {spec["name"] for spec in config.models}
-        board = build_leaderboard([r for r in load_results(config.output) if r.model in names])
+        results = [r for r in load_results(config.output) if r.model in names]
+        board = build_leaderboard(results)
         write_leaderboard(config.output, board)
         write_run_json(config.output, config.to_dict(), {"total_seconds": time.perf_counter() - started,
-                                                          "models_run": len(todo), "models_reused": reused})
+                                                          "models_run": len(todo), "models_reused": reused},
+                       {r.model: r.warnings for r in results})
         return board
     finally:
         if owns_ray:
@@ -116,6 +130,7 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
     options = dict(num_cpus=1, num_gpus=score_gpus, max_retries=2)
     repeat_task = ray.remote(score_repeat).options(**options)
     baseline_task = ray.remote(score_baselines).options(**options)
+    load_task = ray.remote(read_samples).options(num_cpus=1, max_retries=2)
     tasks = [*range(config.otce.repeats), *([BASELINES] if config.baselines.names() else [])]
     models = {model.name: model for model in todo}
     extracted: queue.Queue = queue.Queue()
@@ -147,15 +162,25 @@ def _extract_and_score(config: RunConfig, todo: Sequence[_Model], bar: Progress)
             name, task = waiting.popleft()
             model = models[name]
             if model.error is None:
-                where = (config.store, name, model.spec["source"]["name"], config.target["name"])
-                ref = (baseline_task.remote(*where, config.baselines, config.otce, device) if task == BASELINES
-                       else repeat_task.remote(*where, config.otce, task, device))
+                if model.pixels is None:  # its first task: read each of its stores now, once for all its tasks
+                    model.pixels = _load_pixels(config, model, load_task)
+                ref = (baseline_task.remote(*model.pixels, config.baselines, config.otce, device) if task == BASELINES
+                       else repeat_task.remote(*model.pixels, config.otce, task, device))
                 in_flight[ref] = (name, task)
         if in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
             for ref in ready:
                 _collect(config, models, in_flight.pop(ref), ref, bar)
     worker.join()
+
+
+def _load_pixels(config: RunConfig, model: _Model, load_task: Any) -> tuple[Any, Any]:
+    """Start one loader task per store of ``model``; refs to its (source, target) pixels, the same ref twice when
+    the model was trained on the target dataset itself."""
+    source, target = model.spec["source"]["name"], config.target["name"]
+    refs = {dataset: load_task.remote(config.store, dataset, model.name, samples, with_logits=with_logits)
+            for dataset, (samples, with_logits) in store_reads(source, target, config.otce, config.baselines).items()}
+    return refs[source], refs[target]
 
 
 def _scoring_device(config: RunConfig) -> tuple[str, float]:
@@ -199,9 +224,11 @@ def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int |
             _finish(config, model, bar)
             return
         logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", name, type(cause).__name__, cause)
-        value = dict.fromkeys(config.baselines.names(), math.nan)
+        value = {"metrics": dict.fromkeys(config.baselines.names(), math.nan),
+                 "warnings": [f"baselines failed, all NaN: {type(cause).__name__}: {cause}"[:WARNING_CHARS]]}
     if task == BASELINES:
-        model.metrics = value
+        model.metrics = value["metrics"]
+        model.baseline_warnings = list(value["warnings"])
     else:
         model.records[task] = value
     if model.done(config):
@@ -209,12 +236,14 @@ def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int |
 
 
 def _finish(config: RunConfig, model: _Model, bar: Progress | None) -> None:
-    """Record the model's result (ok with its repeat scores, or failed with its error)."""
+    """Record the model's result (ok with its repeat scores, or failed with its error), and let go of its pixels."""
+    model.pixels = None
     records = [model.records[k] for k in sorted(model.records)]
+    notes = [note for record in records for note in record.get("warnings", ())] + model.baseline_warnings
     common = dict(
         model=model.name, source=model.spec["source"]["name"], architecture=model.spec.get("architecture"),
         n_pixels=config.otce.n_pixels, solver=config.otce.solver, extract_seconds=model.extract_seconds,
-        fingerprint=model.fingerprint,
+        fingerprint=model.fingerprint, warnings=notes,
     )
     if model.error is not None:
         result = ModelResult(status="failed", error=model.error, **common)
