@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 def _bench_ot(args: argparse.Namespace) -> int:
     from otce_ray.bench.ot import main as bench_ot
 
-    return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device)
+    return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device,
+                    tolerance=args.tolerance)
 
 
 def _bench_extract(args: argparse.Namespace) -> int:
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     ot_bench.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     ot_bench.add_argument("--dim", type=int, default=64)
     ot_bench.add_argument("--epsilon", type=float, default=None, help="relative eps (default: the engine default)")
+    ot_bench.add_argument("--tolerance", type=float, default=None,
+                          help="L1 marginal tolerance of both solvers (default: the engine default)")
     ot_bench.add_argument("--seed", type=int, default=0)
     ot_bench.add_argument("--device", default="auto")
     ot_bench.set_defaults(handler=_bench_ot)
