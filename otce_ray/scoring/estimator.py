@@ -19,7 +19,8 @@ from otce_ray.scoring.sinkhorn import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE,
 
 # eps in units of the cost scale (DEFAULT_COST_SCALE); the paper's eps = 0.1 is on the raw cost, whose scale depends
 # on the model. Chosen with docs/validation.md: correlation with fine-tuning falls as eps grows (0.5: 0.36, 0.1: 0.55,
-# 0.05: 0.60 mean intra Pearson); 0.01 is a little better (0.64) at ~7x the Sinkhorn iterations.
+# 0.05: 0.60 mean intra Pearson); 0.01 is a little better (0.64) at ~2x the Sinkhorn passes (~7x with the solver the
+# validation ran on); a change of default waits for a re-run of the validation grid.
 DEFAULT_EPSILON = 0.05
 
 
