@@ -23,7 +23,8 @@ import torch
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_MAX_ITERATIONS = 2000
 ANNEALING_FACTOR = 0.5
-TILE_BYTES = 4 * 1024 * 1024  # per tile of the cost: small enough to stay in cache, large for matmul
+TILE_BYTES = 4 * 1024 * 1024  # per tile on CPU: small enough to stay in cache, large for matmul
+CUDA_TILE_BYTES = 256 * 1024 * 1024  # per tile on a GPU: few, large products keep it busy (4 MiB: launch-bound)
 SAFE_LOG_SUM = 60.0  # |log sum exp(block - shift)| beyond this risks fp32 overflow or precision loss
 LOG2_E = 1.0 / math.log(2.0)
 COLUMN_PRECISION = 1e-6  # largest relative error that entries lost to underflow may cause in a fused column sum
@@ -47,14 +48,16 @@ def _tile_rows(columns: int, itemsize: int, tile_bytes: int) -> int:
 class _Clouds:
     """The two point sets and what every pass needs: squared norms, log weights, tile heights, a tile buffer."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, tile_bytes: int) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, tile_bytes: int | None) -> None:
         n, m = len(x), len(y)
+        if tile_bytes is None:
+            tile_bytes = CUDA_TILE_BYTES if x.is_cuda else TILE_BYTES
         self.x, self.y = x, y
         self.log_a = torch.full((n,), -math.log(n), dtype=x.dtype, device=x.device)
         self.log_b = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
         self.x_sq, self.y_sq = x.square().sum(1), y.square().sum(1)
-        self.row_tile = _tile_rows(m, x.element_size(), tile_bytes)
-        self.col_tile = _tile_rows(n, x.element_size(), tile_bytes)
+        self.row_tile = min(n, _tile_rows(m, x.element_size(), tile_bytes))
+        self.col_tile = min(m, _tile_rows(n, x.element_size(), tile_bytes))
         # One buffer for every tile of every pass: a fresh block per tile costs page faults worth half the product.
         self.buffer = torch.empty(max(self.row_tile * m, self.col_tile * n), dtype=x.dtype, device=x.device)
 
@@ -236,14 +239,15 @@ def sinkhorn_potentials(
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     diameter: float | None = None,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Solve uniform-marginal entropic OT; return ``(f, g, iterations, marginal_error)``.
 
     f = T_f(g) on return, so the plan's row marginal is exact and ``marginal_error`` is the L1 error of its column
     marginal. ``iterations`` counts passes: the annealing steps and the iterations at ``eps``, which
     ``max_iterations`` caps. ``diameter`` bounds the largest cost (start of the eps schedule); ``None`` takes
-    ``_cost_bound``.
+    ``_cost_bound``. ``tile_bytes`` sizes the tiles of the cost; ``None`` picks TILE_BYTES on CPU, CUDA_TILE_BYTES on
+    a GPU.
     """
     clouds = _Clouds(x, y, tile_bytes)
     schedule = _annealing_schedule(_cost_bound(x, y) if diameter is None else diameter, eps)
@@ -274,7 +278,7 @@ def plan_label_joint(
     source_classes: int,
     target_classes: int,
     *,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Return ``(onehot(ys)^T P onehot(yt), <P, C>)`` for the plan of potentials (f, g), streamed over row tiles.
 
@@ -313,7 +317,7 @@ def solve_sinkhorn(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
 ) -> SinkhornSolution:
     """Entropic OT between ``x`` and ``y`` (already centred and scaled) and the label joint of its plan."""
     f, g, iterations, error = sinkhorn_potentials(
