@@ -58,6 +58,7 @@ class OTCESettings:
     solver: str = "sinkhorn"
     epsilon: float | None = None  # None: the engine's default
     cost_scale: str | None = None  # None: the engine's default
+    standardise: bool = False  # z-score each side's features on its own before the cost (see otce_score)
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,20 @@ class RunConfig:
             "files": model.file_stamps(),
             "source": dataset_fingerprint(spec["source"]),
             "target": dataset_fingerprint(self.target),
-            "otce": dataclasses.asdict(self.otce),
+            "otce": _otce_key(self.otce),
             "baselines": list(self.baselines.names()),
             "baseline_pixels": self.baselines.n_pixels,
             "pixels_per_image": self.extraction.pixels_per_image,
         }
         return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _otce_key(otce: OTCESettings) -> dict[str, Any]:
+    """The OTCE settings in a result's key; ``standardise`` only when on, so records from before it keep theirs."""
+    settings = dataclasses.asdict(otce)
+    if not settings["standardise"]:
+        del settings["standardise"]
+    return settings
 
 
 def resolve_num_gpus(requested: float | None, cluster_gpus: float) -> float:
@@ -407,7 +416,7 @@ _TOP: dict[str, Check] = {
 _OTCE: dict[str, Check] = {
     "n_pixels": _int_at_least(2), "repeats": _int_at_least(2), "seed": _int_at_least(0),
     "solver": _choice(SOLVERS, "solver"), "epsilon": _optional(_number(0, strict=True)),
-    "cost_scale": _optional(_choice(COST_SCALES, "cost scale")),
+    "cost_scale": _optional(_choice(COST_SCALES, "cost scale")), "standardise": _boolean,
 }
 _EXTRACTION: dict[str, Check] = {
     "pixels_per_image": _int_at_least(1), "batch_size": _int_at_least(1),

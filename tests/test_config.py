@@ -4,6 +4,7 @@ each with its key path."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from otce_ray.config import (
     OTCESettings,
     RunConfig,
     ScoringSettings,
+    _otce_key,
     load_config,
     parse_config,
     resolve_num_gpus,
@@ -179,6 +181,7 @@ CASES = {
                                "bdd100k, gta5, folder)"),
     "one repeat has no interval": (_set("otce.repeats", 1), "otce.repeats: expected an integer >= 2, got 1"),
     "epsilon must be positive": (_set("otce.epsilon", 0), "otce.epsilon: expected a number > 0, got 0"),
+    "standardise is a flag": (_set("otce.standardise", "yes"), "otce.standardise: expected true or false, got 'yes'"),
     "negative gpus": (_set("extraction.num_gpus", -1), "extraction.num_gpus: expected a number >= 0, got -1"),
     "bad entrypoint": (_set("models.1.entrypoint", "zoo.fcn.build"),
                        "models[1].entrypoint: expected 'package.module:function', got 'zoo.fcn.build'"),
@@ -302,8 +305,20 @@ def test_model_fingerprint_tracks_what_determines_the_score(tree):
         "unet_alpha")
     assert config.model_fingerprint("unet_alpha") != config.model_fingerprint("segnet_alpha")
     assert config.model_fingerprint("unet_alpha") != changed.model_fingerprint("unet_alpha")
+    standardised = _raw()
+    standardised["otce"]["standardise"] = True
+    assert parse_config(standardised, base_dir=str(tree)).model_fingerprint("unet_alpha") != config.model_fingerprint(
+        "unet_alpha")
     with pytest.raises(KeyError, match="no model named 'nope'"):
         config.model_fingerprint("nope")
+
+
+def test_standardise_off_keeps_the_result_key_of_records_written_before_the_option(tree):
+    """Resume must reuse results written before ``otce.standardise`` existed: off, it is not part of the key."""
+    config = parse_config(_raw(), base_dir=str(tree))
+    assert config.otce.standardise is False
+    assert "standardise" not in _otce_key(config.otce)
+    assert _otce_key(dataclasses.replace(config.otce, standardise=True))["standardise"] is True
 
 
 def test_baseline_metrics_are_checked_by_name_and_may_be_switched_off(tree):

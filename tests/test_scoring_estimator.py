@@ -15,6 +15,7 @@ from otce_ray import otce_score
 from otce_ray.scoring.cost_scale import normalise
 from otce_ray.scoring.entropy import conditional_entropy
 from otce_ray.scoring.estimator import DEFAULT_EPSILON
+from otce_ray.scoring.inputs import pixel_set, standardised
 
 
 def _numbers(result) -> list[tuple]:
@@ -171,3 +172,26 @@ def test_cuda_agrees_with_cpu():
     cuda = otce_score(*case, n_pixels=400, repeats=2, device="cuda", tolerance=1e-5)
     assert cuda.device.startswith("cuda") and cuda.converged
     assert cuda.score == pytest.approx(cpu.score, abs=1e-4)
+
+
+def test_standardise_makes_the_score_blind_to_one_side_being_moved_and_stretched():
+    """Per-side z-scores undo any per-dimension affine map of one side (a domain-wide appearance shift); the raw
+    score does not."""
+    xs, ys, xt, yt = clouds(120, d=4, seed=3)
+    stretch = np.array([3.0, 0.5, 1.0, 7.0])
+    moved = xt * stretch + np.array([5.0, -2.0, 0.0, 1.0])
+    plain = otce_score(xs, ys, xt, yt, n_pixels=100, repeats=2, tolerance=1e-6)
+    raw = otce_score(xs, ys, moved, yt, n_pixels=100, repeats=2, tolerance=1e-6)
+    before = otce_score(xs, ys, xt, yt, n_pixels=100, repeats=2, tolerance=1e-6, standardise=True)
+    after = otce_score(xs, ys, moved, yt, n_pixels=100, repeats=2, tolerance=1e-6, standardise=True)
+    assert before.standardised and not plain.standardised
+    assert after.score == pytest.approx(before.score, abs=1e-5)
+    assert abs(raw.score - plain.score) > 1e-2
+
+
+def test_standardised_pixels_have_zero_mean_unit_spread_and_a_constant_dimension_is_zero():
+    features = np.column_stack([np.arange(10.0), np.full(10, 4.0)])
+    pixels = standardised(pixel_set(features, np.zeros(10, dtype=int), None, "source"))
+    assert torch.allclose(pixels.features.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert float(pixels.features[:, 0].std(unbiased=False)) == pytest.approx(1.0)
+    assert torch.equal(pixels.features[:, 1], torch.zeros(10, dtype=torch.float64))

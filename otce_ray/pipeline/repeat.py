@@ -68,7 +68,7 @@ def score_repeat(
     result = otce_score(
         source_pixels.features, source_pixels.labels, target_pixels.features, target_pixels.labels,
         n_pixels=otce.n_pixels, repeats=1, solver=otce.solver, epsilon=otce.epsilon, seed=otce.seed,
-        device=device, cost_scale_kind=otce.cost_scale or DEFAULT_COST_SCALE,
+        device=device, cost_scale_kind=otce.cost_scale or DEFAULT_COST_SCALE, standardise=otce.standardise,
     )
     record = dataclasses.replace(result.repeats[0], repeat=repeat)
     return dataclasses.asdict(record) | {"epsilon_relative": result.epsilon,

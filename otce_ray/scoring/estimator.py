@@ -14,7 +14,15 @@ import torch
 from otce_ray.scoring.cost_scale import COST_SCALES, DEFAULT_COST_SCALE, normalise
 from otce_ray.scoring.entropy import conditional_entropy
 from otce_ray.scoring.exact import DEFAULT_EMD_MAX_ITERATIONS, solve_emd
-from otce_ray.scoring.inputs import PixelSet, check_pair, check_settings, pixel_set, resolve_device, sample_rows
+from otce_ray.scoring.inputs import (
+    PixelSet,
+    check_pair,
+    check_settings,
+    pixel_set,
+    resolve_device,
+    sample_rows,
+    standardised,
+)
 from otce_ray.scoring.sinkhorn import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, solve_sinkhorn
 
 # eps in units of the cost scale (DEFAULT_COST_SCALE); the paper's eps = 0.1 is on the raw cost, whose scale depends
@@ -57,6 +65,7 @@ class OTCEResult:
     target_pixels_available: int
     used_all_source_pixels: bool = field(default=False)
     used_all_target_pixels: bool = field(default=False)
+    standardised: bool = field(default=False)  # each side's features z-scored on its own before the cost
 
     @property
     def converged(self) -> bool:
@@ -124,6 +133,7 @@ def otce_score(
     cost_scale_kind: str = DEFAULT_COST_SCALE,
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int | None = None,
+    standardise: bool = False,
 ) -> OTCEResult:
     """OTCE transferability of a source model to a target task: mean over repeats of -H(Yt|Ys).
 
@@ -131,7 +141,8 @@ def otce_score(
     labels are integer class ids, ``ignore_index`` pixels dropped. Each repeat draws ``n_pixels`` pixels per side
     without replacement, seeded by (``seed``, repeat index), so results are reproducible and repeats independent.
     ``epsilon`` is relative to the cost scale ``cost_scale_kind`` (see ``otce_ray.scoring.cost_scale``); the absolute
-    eps of each repeat is recorded. ``solver='emd'`` solves exact OT instead (no eps).
+    eps of each repeat is recorded. ``solver='emd'`` solves exact OT instead (no eps). ``standardise`` z-scores each
+    side's valid pixels on its own before sampling (``otce_ray.scoring.inputs.standardised``; off in the paper).
     """
     check_settings(n_pixels, repeats, solver, epsilon)
     if cost_scale_kind not in COST_SCALES:
@@ -141,6 +152,8 @@ def otce_score(
     source = pixel_set(source_features, source_labels, ignore_index, "source")
     target = pixel_set(target_features, target_labels, ignore_index, "target")
     check_pair(source, target)
+    if standardise:
+        source, target = standardised(source), standardised(target)
     relative_eps = DEFAULT_EPSILON if epsilon is None else float(epsilon)
     if max_iterations is None:
         max_iterations = DEFAULT_EMD_MAX_ITERATIONS if solver == "emd" else DEFAULT_MAX_ITERATIONS
@@ -185,6 +198,7 @@ def otce_score(
         target_pixels_available=len(target.classes),
         used_all_source_pixels=len(source.classes) <= n_pixels,
         used_all_target_pixels=len(target.classes) <= n_pixels,
+        standardised=standardise,
     )
     if not result.converged:
         worst = max(record.marginal_error for record in records)

@@ -59,6 +59,20 @@ def pixel_set(features: Any, labels: Any, ignore_index: int | None, side: str) -
     )
 
 
+def standardised(pixels: PixelSet) -> PixelSet:
+    """The same pixels with each feature dimension z-scored over this side alone (float64; a constant one becomes 0).
+
+    An option of the estimator, off by default (the paper couples raw features): a global appearance change of one
+    domain (dusk, fog, another sensor) moves and stretches that side's whole feature cloud, and the coupling then
+    matches offsets rather than structure. docs/validation.md measured it.
+    """
+    features = pixels.features.double()
+    centred = features - features.mean(0)
+    spread = centred.square().mean(0).sqrt()
+    return PixelSet(centred / torch.where(spread > 0, spread, torch.ones_like(spread)), pixels.classes,
+                    pixels.class_values)
+
+
 def check_pair(source: PixelSet, target: PixelSet) -> None:
     ds, dt = source.features.shape[1], target.features.shape[1]
     if ds != dt:
