@@ -11,11 +11,15 @@ from scoring_cases import clouds, label_joint, loop_conditional_entropy, one_tor
 from otce_ray import otce_score
 from otce_ray.scoring.cost_scale import normalise
 from otce_ray.scoring.entropy import conditional_entropy
+from otce_ray.scoring import sinkhorn as sinkhorn_module
 from otce_ray.scoring.sinkhorn import (
+    STALL_ITERATIONS,
     TILE_BYTES,
+    _Anderson,
     _Clouds,
     _column_error,
     _sinkhorn_step,
+    full_precision_matmul,
     plan_label_joint,
     sinkhorn_potentials,
     solve_sinkhorn,
@@ -107,11 +111,15 @@ def test_entropic_score_tends_to_the_exact_one_as_eps_shrinks(seed):
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.0005])
-def test_cold_start_passes_take_the_exact_path(eps):
-    """No eps-scaling: from f = |x|^2, g = 0 at a small eps the row sums leave exp's range and the fused column sums
-    underflow, so each pass must fall back to shifting by row maxima and to the exact column update. Twenty plain
-    Sinkhorn passes (no acceleration, which would amplify rounding) in float32 track the float64 ones."""
+def test_cold_start_passes_take_the_exact_path(eps, monkeypatch):
+    """No eps-scaling: from f = |x|^2, g = 0 at a small eps the first pass's row sums leave exp's range and its
+    fused column sums underflow (in one dtype at least), so it falls back to shifting by row maxima and to the exact
+    column update. Twenty plain Sinkhorn passes (no acceleration, which would amplify rounding) in float32 track
+    float64."""
     x, y, _, _ = _problem()
+    fallbacks = []
+    exact_update = sinkhorn_module._column_update
+    monkeypatch.setattr(sinkhorn_module, "_column_update", lambda *args: fallbacks.append(1) or exact_update(*args))
     iterates = {}
     for dtype in (torch.float64, torch.float32):
         clouds_ = _Clouds(x.to(dtype), y.to(dtype), TILE_BYTES)
@@ -120,6 +128,7 @@ def test_cold_start_passes_take_the_exact_path(eps):
             f, residual = _sinkhorn_step(clouds_, f, g, eps)
             g = g + residual
         iterates[dtype] = f, g, _column_error(residual, clouds_.log_b, eps)
+    assert fallbacks  # the exact column update ran
     (f64, g64, error64), (f32, g32, error32) = iterates[torch.float64], iterates[torch.float32]
     assert torch.isfinite(torch.cat([f64, g64, f32, g32])).all()
     assert error32 == pytest.approx(error64, rel=1e-3)
@@ -136,3 +145,67 @@ def test_cold_start_converges_to_the_annealed_solution():
     warm_joint, _ = plan_label_joint(x, y, warm[0], warm[1], 0.01, ys, yt, 3, 4)
     cold_joint, _ = plan_label_joint(x, y, cold[0], cold[1], 0.01, ys, yt, 3, 4)
     np.testing.assert_allclose(cold_joint.numpy(), warm_joint.numpy(), rtol=0, atol=1e-6)
+
+
+def test_a_tolerance_below_the_float32_floor_stops_on_stall_with_the_best_iterate():
+    """float32 sums bottom out near 1e-6: a 1e-12 tolerance stops STALL_ITERATIONS after the best error, far short
+    of the cap, and returns the best plan seen (its error is the one reported)."""
+    x, y, _, _ = _problem()
+    f, g, iterations, error = sinkhorn_potentials(x.float(), y.float(), 0.05, tolerance=1e-12, max_iterations=5000)
+    assert iterations < 1000 and 0 < error < 1e-4
+    clouds_ = _Clouds(x.float(), y.float(), TILE_BYTES)
+    _, residual = _sinkhorn_step(clouds_, f, g, 0.05)
+    assert _column_error(residual, clouds_.log_b, 0.05) == pytest.approx(error, abs=1e-7)  # float32 re-evaluation
+    assert STALL_ITERATIONS < 1000
+
+
+def test_the_solver_holds_full_float32_precision_and_restores_the_callers_setting():
+    x, y, _, _ = _problem()
+    reference = sinkhorn_potentials(x.float(), y.float(), 0.05, tolerance=1e-5)
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with full_precision_matmul():
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "medium"
+        relaxed = sinkhorn_potentials(x.float(), y.float(), 0.05, tolerance=1e-5)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert torch.equal(relaxed[0], reference[0]) and torch.equal(relaxed[1], reference[1])
+
+
+def _linear_map(seed: int = 0, size: int = 30):
+    """g -> A g + c with three eigenvalues near 1 (slow modes) and fast ones, as Sinkhorn's map near its fixed
+    point on clustered points."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(size, size)))
+    spectrum = np.concatenate([[0.999, 0.995, 0.99], rng.uniform(0, 0.1, size - 3)])
+    matrix = torch.from_numpy(basis @ np.diag(spectrum) @ basis.T)
+    offset = torch.from_numpy(rng.normal(size=size))
+    fixed_point = torch.linalg.solve(torch.eye(size, dtype=torch.float64) - matrix, offset)
+    return (lambda g: matrix @ g + offset), fixed_point
+
+
+def test_anderson_finds_slow_modes_that_plain_iteration_crawls_along():
+    apply, fixed_point = _linear_map()
+    accelerated, plain = torch.zeros_like(fixed_point), torch.zeros_like(fixed_point)
+    anderson = _Anderson()
+    for _ in range(40):
+        residual = apply(accelerated) - accelerated
+        accelerated = anderson.step(accelerated, residual, float(residual.abs().sum()), eps=1e6)  # no clip
+        plain = apply(plain)
+    assert float((accelerated - fixed_point).abs().max()) < 1e-6
+    assert float((plain - fixed_point).abs().max()) > 1.0
+
+
+def test_anderson_jumps_are_clipped_to_trust_eps_and_restart_on_divergence():
+    apply, _ = _linear_map()
+    anderson, g = _Anderson(), torch.zeros(30, dtype=torch.float64)
+    for _ in range(4):
+        residual = apply(g) - g
+        step = anderson.step(g, residual, float(residual.abs().sum()), eps=1e-3)
+        assert float((step - (g + residual)).abs().max()) <= _Anderson.TRUST * 1e-3 * (1 + 1e-9)
+        g = step
+    history = len(anderson.residuals)
+    anderson.step(g, apply(g) - g, error=1e9, eps=1e-3)  # an error far above the best seen
+    assert history > 1 and len(anderson.residuals) == 1

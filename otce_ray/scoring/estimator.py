@@ -203,8 +203,9 @@ def otce_score(
     if not result.converged:
         worst = max(record.marginal_error for record in records)
         warnings.warn(
-            f"otce_score: Sinkhorn stopped at max_iterations={max_iterations} with marginal error {worst:.2e} "
-            f"> tolerance {tolerance:.0e}; the score may be unreliable (raise max_iterations or epsilon)",
+            f"otce_score: Sinkhorn stopped with marginal error {worst:.2e} > tolerance {tolerance:.0e} (at "
+            f"max_iterations={max_iterations}, or when its error stopped improving); the score may be unreliable "
+            f"(raise max_iterations or epsilon; in float32 a tolerance under ~1e-5 may be out of reach)",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -5,9 +5,10 @@ The potentials (f, g) of the uniform-marginal problem with cost C_ij = |x_i - y_
     f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps),   g_j = -eps log sum_i a_i exp((f_i - C_ij) / eps).
 
 One Sinkhorn iteration is one pass over tiles of rows (``_row_pass``). Expanding C_ij = |x_i|^2 + |y_j|^2 - 2 x_i.y_j,
-each tile costs one matrix product and one exponential per entry, E_ij = exp((g_j - C_ij) / eps + log b_j - s_i),
-with s_i a per-row shift folded into the product. Its row sums give f = T_f(g); weighted by a_i / rowsum_i, the same
-E gives the column marginal of the plan (f, g), hence the g update and the stopping error, without a second pass.
+each tile costs one matrix product and one exponential per entry, E_ij = exp((f_i + g_j - C_ij) / eps + log b_j)
+for the current f (a per-row shift folded into the product keeps it in range). Its row sums give f' = T_f(g);
+weighted by a_i / rowsum_i, the same E gives the column marginal of the plan (f', g), hence the g update and the
+stopping error, without a second pass.
 The same code runs on CPU and CUDA. eps is annealed geometrically from a bound on the largest cost down to the
 target (eps-scaling); at the target eps, Anderson acceleration (``_Anderson``) extrapolates the g iterates. Iteration
 stops on the L1 error of the plan's column marginal (its row marginal is exact after each pass).
@@ -15,7 +16,9 @@ stops on the L1 error of the plan's column marginal (its row marginal is exact a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +28,9 @@ DEFAULT_MAX_ITERATIONS = 2000
 ANNEALING_FACTOR = 0.5
 TILE_BYTES = 4 * 1024 * 1024  # per tile on CPU: small enough to stay in cache, large for matmul
 CUDA_TILE_BYTES = 256 * 1024 * 1024  # per tile on a GPU: few, large products keep it busy (4 MiB: launch-bound)
-SAFE_LOG_SUM = 60.0  # |log sum exp(block - shift)| beyond this risks fp32 overflow or precision loss
+SAFE_LOG_SUM = 60.0  # |log sum exp(block - shift)| beyond this risks fp32 overflow (float64 shares the bound)
+SHIFT_COLUMN = -2  # the column of ``_operands``' left factor that carries the row shift (the last one carries 1)
+STALL_ITERATIONS = 100  # iterations at the target eps without a new best error: the dtype's floor, stop
 LOG2_E = 1.0 / math.log(2.0)
 COLUMN_PRECISION = 1e-6  # largest relative error that entries lost to underflow may cause in a fused column sum
 
@@ -106,7 +111,7 @@ def _tile_exp(
     if bool((sums.log().abs() < SAFE_LOG_SUM).all()):
         return block, sums, shift
     unshifted = left.clone()
-    unshifted[:, -2] = 0
+    unshifted[:, SHIFT_COLUMN] = 0
     block = torch.mm(unshifted, right, out=out[:rows])
     top = block.max(1).values
     block.sub_(top[:, None]).exp2_()
@@ -185,9 +190,9 @@ class _Anderson:
 
     At small eps plain Sinkhorn crawls along a few slow directions (mass drifting between clusters of points: the
     residual hardly changes from one iteration to the next). Mixing the last MEMORY iterates by least squares on
-    their residuals jumps along those directions. The jump is clipped to TRUST x eps per coordinate (the linear
-    model behind it holds only near the iterates; moving a potential by eps scales plan entries by e), and the
-    history restarts when the error rises RESTART-fold above the best seen.
+    their residuals jumps along those directions. The jump is scaled down until no coordinate moves by more than
+    TRUST x eps (the linear model behind it holds only near the iterates; moving a potential by eps scales plan
+    entries by e), and the history restarts when the error rises RESTART-fold above the best seen.
     """
 
     MEMORY = 5
@@ -220,7 +225,9 @@ class _Anderson:
         if not ridge > 0:
             return plain
         gram.diagonal().add_(ridge)
-        jump = d_it @ torch.linalg.solve(gram, d_res.T @ residual.double())
+        # A (MEMORY x MEMORY) system: solved on the CPU, where a GPU would only add a launch and a sync.
+        weights = torch.linalg.solve(gram.cpu(), (d_res.T @ residual.double()).cpu()).to(d_it.device)
+        jump = d_it @ weights
         largest = float(jump.abs().max())
         if not math.isfinite(largest):
             self.iterates.clear()
@@ -244,27 +251,54 @@ def sinkhorn_potentials(
     """Solve uniform-marginal entropic OT; return ``(f, g, iterations, marginal_error)``.
 
     f = T_f(g) on return, so the plan's row marginal is exact and ``marginal_error`` is the L1 error of its column
-    marginal. ``iterations`` counts passes: the annealing steps and the iterations at ``eps``, which
-    ``max_iterations`` caps. ``diameter`` bounds the largest cost (start of the eps schedule); ``None`` takes
-    ``_cost_bound``. ``tile_bytes`` sizes the tiles of the cost; ``None`` picks TILE_BYTES on CPU, CUDA_TILE_BYTES on
-    a GPU.
+    marginal. ``iterations`` counts passes (one that falls back to the exact column update does two products): the
+    annealing steps and at least one iteration at ``eps``; ``max_iterations`` caps the latter. Iteration also stops
+    after STALL_ITERATIONS without a better error (float32 bottoms out near 1e-6); a solve that stops short of
+    ``tolerance`` returns its best iterate. ``diameter`` bounds the largest cost (start of the eps schedule);
+    ``None`` takes ``_cost_bound``. ``tile_bytes`` sizes the tiles of the cost; ``None`` picks TILE_BYTES on CPU,
+    CUDA_TILE_BYTES on a GPU. Inputs are assumed checked (``otce_score`` does): non-empty, finite, eps > 0.
     """
-    clouds = _Clouds(x, y, tile_bytes)
-    schedule = _annealing_schedule(_cost_bound(x, y) if diameter is None else diameter, eps)
-    f, g = clouds.x_sq.clone(), torch.zeros_like(clouds.y_sq)  # f = |x|^2: no shift in the first pass
-    for eps_k in schedule:
-        f, residual = _sinkhorn_step(clouds, f, g, eps_k)
-        g = g + residual
-    f, residual = _sinkhorn_step(clouds, f, g, eps)
-    accelerator, iterations = _Anderson(), 1
-    while True:
-        error = _column_error(residual, clouds.log_b, eps)
-        if error <= tolerance or iterations >= max_iterations:
-            break
-        g = accelerator.step(g, residual, error, eps)
+    with full_precision_matmul():
+        clouds = _Clouds(x, y, tile_bytes)
+        schedule = _annealing_schedule(_cost_bound(x, y) if diameter is None else diameter, eps)
+        f, g = clouds.x_sq.clone(), torch.zeros_like(clouds.y_sq)  # f = |x|^2: no shift in the first pass
+        for eps_k in schedule:
+            f, residual = _sinkhorn_step(clouds, f, g, eps_k)
+            g = g + residual
         f, residual = _sinkhorn_step(clouds, f, g, eps)
-        iterations += 1
+        accelerator, iterations = _Anderson(), 1
+        best = (math.inf, f, g, 0)
+        while True:
+            error = _column_error(residual, clouds.log_b, eps)
+            if error < best[0]:
+                best = (error, f, g, iterations)
+            stalled = iterations - best[3] >= STALL_ITERATIONS
+            if error <= tolerance or iterations >= max_iterations or stalled:
+                break
+            g = accelerator.step(g, residual, error, eps)
+            f, residual = _sinkhorn_step(clouds, f, g, eps)
+            iterations += 1
+    error, f, g, _ = best
     return f, g, len(schedule) + iterations, error
+
+
+@contextlib.contextmanager
+def full_precision_matmul() -> Iterator[None]:
+    """Hold float32 products at full precision while the solver runs, then restore the caller's setting.
+
+    The bias and the row shift ride inside the products (``_operands``): TF32 on a GPU, or bf16 passes that
+    ``torch.set_float32_matmul_precision('high')`` may allow on a CPU, would round them to 10 or 8 bits, and the
+    solve then stalls or moves the joint (an emulation of TF32 at n = 1,000 moved it by 8.5e-3).
+    """
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def plan_label_joint(
@@ -286,24 +320,24 @@ def plan_label_joint(
     one product with onehot(yt) gives the tile's joint rows (a product of its own, so that permuting the labels
     permutes the joint exactly) and one with [1, y, |y|^2] its row masses and, by expanding C, its share of <P, C>.
     (f, g) should satisfy f = T_f(g), as ``sinkhorn_potentials`` returns them: rows of P / a then sum to 1 and no
-    exponential can overflow.
+    exponential can overflow. <P, C> is clamped at 0 (the expansion can leave -1e-10 when the clouds coincide).
     """
     clouds = _Clouds(x, y, tile_bytes)
-    left, right, _ = _operands(x, clouds.x_sq, f, y, clouds.y_sq, g, clouds.log_b, eps)
     onehot = torch.nn.functional.one_hot(target_labels, target_classes).to(x.dtype)
     moments = torch.cat([torch.ones_like(clouds.y_sq)[:, None], y, clouds.y_sq[:, None]], dim=1)
     joint = torch.zeros(source_classes, target_classes, dtype=torch.float64, device=x.device)
     cost = torch.zeros((), dtype=torch.float64, device=x.device)
-    buffer = clouds.tile_buffer(len(y))
-    for start in range(0, len(x), clouds.row_tile):
-        rows = slice(start, start + clouds.row_tile)
-        block = torch.mm(left[rows], right, out=buffer[: len(left[rows])]).exp2_()
-        a = clouds.log_a[rows, None].exp().double()
-        joint.index_add_(0, source_labels[rows], (block @ onehot).double() * a)
-        tile = (block @ moments).double() * a  # rows of P @ [1, y, |y|^2]
-        mass, first, second = tile[:, 0], tile[:, 1:-1], tile[:, -1]
-        cost += (clouds.x_sq[rows].double() * mass + second).sum() - 2 * (x[rows].double() * first).sum()
-    return joint, float(cost)
+    buffer, mass_a = clouds.tile_buffer(len(y)), 1.0 / len(x)
+    with full_precision_matmul():
+        left, right, _ = _operands(x, clouds.x_sq, f, y, clouds.y_sq, g, clouds.log_b, eps)
+        for start in range(0, len(x), clouds.row_tile):
+            rows = slice(start, start + clouds.row_tile)
+            block = torch.mm(left[rows], right, out=buffer[: len(left[rows])]).exp2_()
+            joint.index_add_(0, source_labels[rows], (block @ onehot).double() * mass_a)
+            tile = (block @ moments).double() * mass_a  # rows of P @ [1, y, |y|^2]
+            mass, first, second = tile[:, 0], tile[:, 1:-1], tile[:, -1]
+            cost += (clouds.x_sq[rows].double() * mass + second).sum() - 2 * (x[rows].double() * first).sum()
+    return joint, max(float(cost), 0.0)
 
 
 def solve_sinkhorn(
