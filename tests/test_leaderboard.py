@@ -149,6 +149,8 @@ def test_records_written_before_warnings_existed_still_load(tmp_path):
     [loaded] = load_results(str(tmp_path))
     assert loaded.warnings == () and loaded.fingerprint == "abc"
     assert build_leaderboard([loaded])["warnings"].isna().all()
+    (tmp_path / "results" / "unet_alpha.json").write_text(json.dumps(old | {"warnings": None}))  # edited by hand
+    assert load_results(str(tmp_path))[0].warnings == ()
 
 
 def _assert_files_readable(output: str, board: pd.DataFrame) -> None:

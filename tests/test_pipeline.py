@@ -238,5 +238,6 @@ def test_a_store_lost_before_scoring_fails_its_model_alone(ray_local, benchmark,
     error = board.loc["fcn_beta", "error"]
     assert board.loc["fcn_beta", "status"] == "failed"
     assert "model 'fcn_beta'" in error
+    assert "model 'fcn_beta': reading its pixels failed: StoreError" in error
     assert f"no complete pixel store for model 'fcn_beta' on dataset '{cities[1]}'" in error
     assert os.path.join(config.store, cities[1], "fcn_beta") in error

@@ -30,6 +30,8 @@ def test_each_store_is_read_for_every_sample_its_tasks_draw():
     plain = store_reads("alpha", "gamma", OTCE, BaselineSettings(metrics=()))
     assert {name: (len(samples), logits) for name, (samples, logits) in plain.items()} == {
         "alpha": (3, False), "gamma": (3, False)}
+    features_only = store_reads("alpha", "gamma", OTCE, BaselineSettings(metrics=("hscore", "logme")))
+    assert features_only["gamma"][1] is False  # no metric there reads logits
     # trained on the target dataset itself: one store, read once for both sides
     shared = store_reads("gamma", "gamma", OTCE, BASELINE_SETTINGS)
     assert shared == {"gamma": (reads["alpha"][0] + reads["gamma"][0], True)}

@@ -176,3 +176,24 @@ def test_a_corrupt_manifest_is_an_error_naming_the_file(tmp_path):
         handle.write("{not json")
     with pytest.raises(StoreError, match="_manifest.json: not a valid manifest"):
         read_manifest(str(tmp_path), "alpha", "unet")
+
+
+def test_a_truncated_part_is_an_error_naming_the_part_and_the_store(tmp_path):
+    store = str(tmp_path)
+    write_store(store, [300, 200], dataset="ds")
+    part = sorted((tmp_path / "ds" / "m").glob("part-*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(StoreError, match=r"pixel store .*ds/m: cannot read part .*part-00001\.parquet .*delete "
+                                         r".*_manifest\.json"):
+        read_pixels(store, "ds", "m")
+    with pytest.raises(StoreError, match="part-00001.parquet"):
+        read_samples(store, "ds", "m", [(100, 1)])
+
+
+def test_a_sample_can_leave_the_logits_behind(tmp_path):
+    store = str(tmp_path)
+    write_store(store, [300, 200])
+    loaded = read_samples(store, "ds", "m", [(100, 1), (500, 2)], with_logits=True)
+    assert loaded.sample(100, 1).logits is not None and loaded.sample(100, 1, with_logits=False).logits is None
+    whole = loaded.sample(500, 2, with_logits=False)
+    assert whole.logits is None and len(whole.features) == 500

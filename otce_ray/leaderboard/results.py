@@ -47,7 +47,7 @@ class ModelResult:
         object.__setattr__(self, "metrics", {str(k): float(v) for k, v in self.metrics.items()})
         if isinstance(self.warnings, str):
             raise ValueError(f"result for model {self.model!r}: warnings must be a list of strings, not one string")
-        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings or ()))  # null: none
         problem = name_problem(self.model)
         if problem:
             raise ValueError(f"result model name: {problem}")

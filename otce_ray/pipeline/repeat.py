@@ -9,24 +9,21 @@ sample from the store gives. Only a few numbers, and what went wrong, return to 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from otce_ray.config import BaselineSettings, OTCESettings
-from otce_ray.scoring.baselines import baseline_scores
-from otce_ray.scoring.baselines import registry as baseline_registry
+from otce_ray.scoring.baselines import LOGIT_METRICS, baseline_scores
 from otce_ray.scoring.cost_scale import DEFAULT_COST_SCALE
 from otce_ray.scoring.estimator import RepeatRecord, otce_score
 from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
 from otce_ray.store import PixelSamples
 
 BASELINE_STREAM = 2**31  # the seed stream of the baselines' sample: no run has that many repeats
-WARNING_CHARS = 300  # a recorded warning is cut to this length: the leaderboard shows it, a worker log has the rest
+WARNING_CHARS = 300  # a recorded warning is cut to this length, to stay readable in a leaderboard cell
 _NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)  # library upkeep, not about this result
 
 
@@ -54,7 +51,7 @@ def store_reads(
     target_samples = [(size, seed) for size, (_, seed) in seeds]
     reads = {source: (source_samples, False)}
     shared = source_samples if target == source else []
-    reads[target] = (shared + target_samples, bool(baselines.names()))
+    reads[target] = (shared + target_samples, not LOGIT_METRICS.isdisjoint(baselines.names()))
     return reads
 
 
@@ -63,8 +60,8 @@ def score_repeat(
 ) -> dict[str, Any]:
     """Score repeat ``repeat`` of a model on its own samples of the source and target pixels read for it."""
     source_seed, target_seed = sample_seeds(otce.seed, repeat)
-    source_pixels = source.sample(otce.n_pixels, source_seed)
-    target_pixels = target.sample(otce.n_pixels, target_seed)
+    source_pixels = source.sample(otce.n_pixels, source_seed, with_logits=False)
+    target_pixels = target.sample(otce.n_pixels, target_seed, with_logits=False)
     result = otce_score(
         source_pixels.features, source_pixels.labels, target_pixels.features, target_pixels.labels,
         n_pixels=otce.n_pixels, repeats=1, solver=otce.solver, epsilon=otce.epsilon, seed=otce.seed,
@@ -89,8 +86,9 @@ def score_baselines(
     """Every configured baseline metric of a model on one seeded sample per side, and why any of them is NaN.
 
     Returns ``{"metrics": {name: value (NaN where it cannot be had)}, "warnings": [...]}``. The metrics are computed
-    one by one on the same sample, so that each reason (the registry's logged one, or a warning such as JC-OTCE's
-    unconverged plan) is told with the metric it belongs to.
+    one by one on the same sample, so that each reason (why the registry gave NaN, or a warning such as JC-OTCE's
+    unconverged plan) is told with the metric it belongs to. Python's warning capture is process-wide: run it one
+    task per process, as Ray runs tasks (a warning from another thread would be blamed on the metric at hand).
     """
     source_seed, target_seed = sample_seeds(otce.seed, BASELINE_STREAM)
     source_pixels = source.sample(baselines.n_pixels, source_seed)
@@ -99,42 +97,13 @@ def score_baselines(
     metrics: dict[str, float] = {}
     notes: list[str] = []
     for name in baselines.names():
-        with _reasons(f"baseline {name}") as reasons:
-            metrics |= baseline_scores(source_pixels, target_pixels, metrics=[name], n_pixels=baselines.n_pixels,
-                                       seed=otce.seed, otce_options=options)
-        notes += reasons
-    return {"metrics": metrics, "warnings": notes}
-
-
-class _Collect(logging.Handler):
-    def __init__(self, into: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _reasons(prefix: str) -> Iterator[list[str]]:
-    """Collect, once each and cut short, what the baselines registry logs and what Python warns inside the block.
-
-    The registry logs why a metric is NaN ("baseline logme: cannot be computed, NaN (...)"); Python warnings get
-    ``prefix``. On a Ray worker both would otherwise end in a log nobody reads.
-    """
-    logger = baseline_registry.logger
-    messages: list[str] = []
-    handler, level = _Collect(messages), logger.level
-    logger.addHandler(handler)
-    if not logger.isEnabledFor(logging.WARNING):
-        logger.setLevel(logging.WARNING)
-    reasons: list[str] = []
-    try:
+        failures: dict[str, str] = {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            yield reasons
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    messages += [f"{prefix}: {w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, _NOISE)]
-    reasons += [message[:WARNING_CHARS] for message in dict.fromkeys(messages)]
+            metrics |= baseline_scores(source_pixels, target_pixels, metrics=[name], n_pixels=baselines.n_pixels,
+                                       seed=otce.seed, otce_options=options, reasons=failures)
+        told = [f"baseline {name}: cannot be computed, NaN ({failures[name]})"] if name in failures else []
+        told += [f"baseline {name}: {w.category.__name__}: {w.message}" for w in caught
+                 if not issubclass(w.category, _NOISE)]
+        notes += dict.fromkeys(message[:WARNING_CHARS] for message in told)
+    return {"metrics": metrics, "warnings": notes}

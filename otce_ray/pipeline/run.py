@@ -38,7 +38,7 @@ from otce_ray.leaderboard import (
 )
 from otce_ray.pipeline.progress import Progress
 from otce_ray.pipeline.repeat import WARNING_CHARS, score_baselines, score_repeat, store_reads
-from otce_ray.store import read_samples
+from otce_ray.store import StoreError, read_samples
 
 logger = logging.getLogger(__name__)
 EXTRACTION_CHUNK = 8  # models whose shards are dispatched together: enough to fill a cluster, small to overlap
@@ -220,7 +220,8 @@ def _collect(config: RunConfig, models: dict[str, _Model], key: tuple[str, int |
     except Exception as error:  # noqa: BLE001 - a failed task fails its model (or its baselines), not the run
         cause = getattr(error, "cause", None) or error
         if task != BASELINES:
-            model.error = f"model {name!r}: scoring repeat {task} failed: {type(cause).__name__}: {cause}"
+            step = "reading its pixels" if isinstance(cause, StoreError) else f"scoring repeat {task}"
+            model.error = f"model {name!r}: {step} failed: {type(cause).__name__}: {cause}"
             _finish(config, model, bar)
             return
         logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", name, type(cause).__name__, cause)

@@ -8,6 +8,7 @@ over the store, holding only the union of their rows) and then taken apart with 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otce_ray import fs
-from otce_ray.store.layout import model_uri
+from otce_ray.store.layout import MANIFEST, model_uri
 from otce_ray.store.parts import read_manifest
 from otce_ray.store.schema import StoreError
 
@@ -36,12 +37,12 @@ class Pixels:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, positions: np.ndarray) -> "Pixels":
-        """The rows at ``positions`` (indices into these arrays), in that order."""
+    def take(self, positions: np.ndarray, *, with_logits: bool = True) -> "Pixels":
+        """The rows at ``positions`` (indices into these arrays), in that order; logits only if asked and held."""
         return Pixels(
             features=self.features[positions],
             labels=self.labels[positions],
-            logits=None if self.logits is None else self.logits[positions],
+            logits=None if self.logits is None or not with_logits else self.logits[positions],
             image_ids=self.image_ids[positions],
             rows=self.rows[positions],
             cols=self.cols[positions],
@@ -62,14 +63,16 @@ class PixelSamples:
     total: int  # rows in the store
     where: str  # the store's URI, for errors
 
-    def sample(self, size: int, seed: int) -> Pixels:
+    def sample(self, size: int, seed: int, *, with_logits: bool = True) -> Pixels:
         chosen = _choose(self.total, size, seed)
+        if self.held is None and chosen is None:
+            return self.pixels if with_logits else dataclasses.replace(self.pixels, logits=None)
         if self.held is None:
-            return self.pixels if chosen is None else self.pixels.take(chosen)
+            return self.pixels.take(chosen, with_logits=with_logits)
         positions = None if chosen is None else np.searchsorted(self.held, chosen)
         if positions is None or positions[-1] >= len(self.held) or not np.array_equal(self.held[positions], chosen):
             raise ValueError(f"the sample (size {size}, seed {seed}) of {self.where} was not among those read")
-        return self.pixels.take(positions)
+        return self.pixels.take(positions, with_logits=with_logits)
 
 
 def read_pixels(
@@ -127,7 +130,10 @@ def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[s
 
 
 def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, with_logits: bool) -> Pixels:
-    """The store's rows ``chosen`` (sorted global indices; None: all), reading only the row groups that hold them."""
+    """The store's rows ``chosen`` (sorted global indices; None: all), reading only the row groups that hold them.
+
+    A part that cannot be read (truncated, overwritten, gone) is a ``StoreError`` naming it and the store.
+    """
     columns = ["image_id", "row", "col", "label", "features"]
     if with_logits and manifest.get("logit_dim"):
         columns.append("logits")
@@ -137,7 +143,12 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
     for part, start, stop in zip(manifest["parts"], starts[:-1], starts[1:]):
         local = None if chosen is None else chosen[(chosen >= start) & (chosen < stop)] - start
         if local is None or local.size:
-            tables.append(_read_part(fs.join(where, part["file"]), columns, local))
+            uri = fs.join(where, part["file"])
+            try:
+                tables.append(_read_part(uri, columns, local))
+            except (OSError, pa.ArrowException, ValueError, IndexError) as error:
+                raise StoreError(f"pixel store {where}: cannot read part {uri} ({type(error).__name__}: {error}); "
+                                 f"delete {fs.join(where, MANIFEST)} to extract it again") from error
     table = pa.concat_tables(tables)
     return Pixels(
         features=_matrix(table, "features", manifest["feature_dim"]),

@@ -13,10 +13,11 @@ JC-OTCE, which needs both sides as OTCE does.
 from otce_ray.scoring.baselines.features import gbc, hscore, hscore_shrinkage, logme, transrate
 from otce_ray.scoring.baselines.jc_otce import jc_otce
 from otce_ray.scoring.baselines.predictions import leep, nce, nleep
-from otce_ray.scoring.baselines.registry import BASELINES, PixelsLike, baseline_scores
+from otce_ray.scoring.baselines.registry import BASELINES, LOGIT_METRICS, PixelsLike, baseline_scores
 
 __all__ = [
     "BASELINES",
+    "LOGIT_METRICS",
     "PixelsLike",
     "baseline_scores",
     "gbc",

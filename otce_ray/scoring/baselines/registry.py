@@ -69,6 +69,7 @@ BASELINES: dict[str, Baseline] = {
         **{"repeats": 1, "seed": context.seed, **context.otce_options},
     ).score,
 }
+LOGIT_METRICS = frozenset({"leep", "nce"})  # the entries that read the source model's logits (``_logits``)
 
 
 def _sample(side: PixelsLike, n_pixels: int, ignore_index: int | None, rng: np.random.Generator) -> Sample:
@@ -91,12 +92,14 @@ def baseline_scores(
     seed: int = 0,
     ignore_index: int | None = 255,
     otce_options: Mapping[str, Any] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Score one model by each of ``metrics`` (default: all of ``BASELINES``) on one seeded sample per side.
 
     ``n_pixels`` valid pixels are drawn per side (all when fewer), the same sample for every metric.
     ``otce_options`` go to ``otce_score`` for JC-OTCE (default: one repeat on the sample). A metric that cannot be
-    computed (no logits stored, a degenerate sample, ...) scores NaN and its reason is logged; the others go on.
+    computed (no logits stored, a degenerate sample, ...) scores NaN and its reason is logged (and, when
+    ``reasons`` is given, stored there as ``{name: "ErrorType: message"}``); the others go on.
     """
     names = list(BASELINES if metrics is None else metrics)
     unknown = [name for name in names if name not in BASELINES]
@@ -113,6 +116,9 @@ def baseline_scores(
         try:
             scores[name] = float(BASELINES[name](source_sample, target_sample, context))
         except Exception as error:  # noqa: BLE001 - one metric's failure must not cost the others
-            logger.warning("baseline %s: cannot be computed, NaN (%s: %s)", name, type(error).__name__, error)
+            reason = f"{type(error).__name__}: {error}"
+            logger.warning("baseline %s: cannot be computed, NaN (%s)", name, reason)
+            if reasons is not None:
+                reasons[name] = reason
             scores[name] = math.nan
     return scores
