@@ -8,10 +8,10 @@ One Sinkhorn iteration is one pass over tiles of rows (``_row_pass``). Expanding
 each tile costs one matrix product and one exponential per entry, E_ij = exp((f_i + g_j - C_ij) / eps + log b_j)
 for the current f (a per-row shift folded into the product keeps it in range). Its row sums give f' = T_f(g);
 weighted by a_i / rowsum_i, the same E gives the column marginal of the plan (f', g), hence the g update and the
-stopping error, without a second pass.
-The same code runs on CPU and CUDA. eps is annealed geometrically from a bound on the largest cost down to the
-target (eps-scaling); at the target eps, Anderson acceleration (``_Anderson``) extrapolates the g iterates. Iteration
-stops on the L1 error of the plan's column marginal (its row marginal is exact after each pass).
+stopping error, without a second pass. The same code runs on CPU and CUDA. eps is annealed geometrically from a
+bound on the largest cost down to the target (eps-scaling); at the target eps, Anderson acceleration (``_Anderson``)
+extrapolates the g iterates. Iteration stops on the L1 error of the plan's column marginal (its row marginal is exact
+after each pass).
 """
 
 from __future__ import annotations
