@@ -166,9 +166,10 @@ def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
     table = [line for line in markdown.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(board)  # header, rule, one line per model
     assert table[2].startswith("| 1 | 1 | unet_alpha | unet | alpha | -0.9300 | [")
-    assert "model 'broken': <no such file> \\| x" in table[-1]  # pipes escaped so the table stays a table
+    # pipes escaped so the table stays a table; <...> escaped so a renderer does not drop it as HTML
+    assert "model 'broken': &lt;no such file&gt; \\| x" in table[-1]
     notes = markdown.split("## Notes\n\n", 1)[1].splitlines()
-    assert notes == ["- psp_gamma: " + PSP_WARNINGS.replace("|", "\\|")]
+    assert notes == ["- psp_gamma: " + PSP_WARNINGS.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")]
     assert list(csv["warnings"].fillna("")) == list(board["warnings"].fillna(""))
 
     page = fs.read_bytes(fs.join(output, "leaderboard.html")).decode()

@@ -80,7 +80,8 @@ def _cells(board: pd.DataFrame, columns: list[tuple[str, Callable[[Any], str]]])
 
 def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
     def md(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        # Markdown renderers drop <...> as HTML: error texts such as "<degenerate>" must stay visible.
+        return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
     columns = _columns(board)
     lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in columns) + " |",

@@ -1,8 +1,9 @@
 """Drive one run: reuse finished models, extract the rest, score K repeats per model on Ray, write the leaderboard.
 
 Each model gets K repeat tasks and, when baselines are configured, one task computing them on its own sample (their
-failure leaves NaN columns, never fails the model). Extraction runs in a driver thread, a chunk of models at a time, and hands each extracted model to the scoring
-loop at once, so the repeats of early models run while later models are still being extracted. Every model's
+failure leaves NaN columns, never fails the model). Extraction runs in a driver thread, a chunk of models at a
+time, and hands each extracted model to the scoring loop at once, so the repeats of early models run while later
+models are still being extracted. Every model's
 result is recorded as soon as it is known (``output/results/{model}.json``): a crash loses nothing finished, and a
 rerun with the same settings skips what is recorded. A model that fails at any step becomes a failed row.
 
