@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
-import logging
 import os
 import posixpath
 import re
@@ -63,13 +60,19 @@ class OTCESettings:
 
 @dataclass(frozen=True)
 class ExtractionSettings:
-    """How pixel stores are filled. ``num_gpus`` None means auto: see :func:`resolve_num_gpus`."""
+    """How pixel stores are filled, by a pool of extraction workers (Ray actors that keep their model loaded).
+
+    ``num_gpus`` None means auto (see ``otce_ray.cluster.resolve_num_gpus``); ``max_workers`` None: as many workers as
+    the cluster can run (on CPUs, half its CPUs).
+    """
 
     pixels_per_image: int = 1000
     batch_size: int = 8
     num_gpus: float | None = None
-    num_shards: int | None = None  # None: extraction decides
-    max_in_flight: int | None = None  # None: extraction decides
+    num_cpus: float = 1.0  # per worker: reserve more on GPU nodes to keep decoding ahead of a fast GPU
+    num_shards: int | None = None  # None: about 32 images per shard
+    max_workers: int | None = None
+    decode_threads: int = 4  # images decoded side by side, per worker, ahead of the forward pass
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,21 @@ class BaselineSettings:
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    """Resources of the repeat tasks. ``num_gpus`` None means auto: see :func:`resolve_num_gpus`."""
+    """Resources of the repeat tasks. ``num_gpus`` None means auto (see ``otce_ray.cluster.resolve_num_gpus``);
+    ``max_in_flight`` None: twice the tasks the cluster can run at once now (it may grow)."""
 
     max_in_flight: int | None = None
     num_gpus: float | None = None
     device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How long the driver waits: work that cannot start for lack of resources fails after ``resource_wait_seconds``
+    (an autoscaler adds nodes in minutes); a task running longer than ``stuck_task_seconds`` is reported."""
+
+    resource_wait_seconds: float = 3600.0
+    stuck_task_seconds: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class RunConfig:
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     config_path: str | None = None
 
     def to_dict(self) -> dict:
@@ -123,58 +137,6 @@ class RunConfig:
             if spec["name"] == name:
                 return spec
         raise KeyError(f"no model named {name!r} in the run config")
-
-    def model_fingerprint(self, name: str) -> str:
-        """A hash of everything that determines this model's score, so a rerun reuses a result only if it matches.
-
-        Built from the readers' own fingerprints, so two spellings of one model or dataset agree, and from the size
-        and modification time of the model's files, so a checkpoint retrained at the same path is noticed.
-        """
-        spec = self.model(name)
-        model = ModelSpec.from_dict(spec)
-        inputs = {
-            "model": model.fingerprint(),
-            "files": model.file_stamps(),
-            "source": dataset_fingerprint(spec["source"]),
-            "target": dataset_fingerprint(self.target),
-            "otce": _otce_key(self.otce),
-            "baselines": list(self.baselines.names()),
-            "baseline_pixels": self.baselines.n_pixels,
-            "pixels_per_image": self.extraction.pixels_per_image,
-        }
-        return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _otce_key(otce: OTCESettings) -> dict[str, Any]:
-    """The OTCE settings in a result's key; ``standardise`` only when on, so records from before it keep theirs."""
-    settings = dataclasses.asdict(otce)
-    if not settings["standardise"]:
-        del settings["standardise"]
-    return settings
-
-
-def resolve_num_gpus(requested: float | None, cluster_gpus: float) -> float:
-    """GPUs per task: the configured number, or when unset ("auto") one GPU if the cluster has any, else 0.
-
-    A laptop without a GPU thus runs on CPU with no setting. An autoscaling cluster whose GPU workers start at 0
-    shows no GPU yet, so cluster configs should set ``num_gpus`` explicitly.
-    """
-    if requested is not None:
-        return float(requested)
-    return 1.0 if cluster_gpus > 0 else 0.0
-
-
-def check_gpus(requested: float, cluster_gpus: float, setting: str) -> None:
-    """Refuse tasks that ask for more GPUs than a cluster with GPUs has (they could never run); with no GPU node up
-    yet, only warn: an autoscaling cluster adds GPU nodes once such tasks are pending."""
-    if requested <= cluster_gpus:
-        return
-    if cluster_gpus > 0:
-        raise ValueError(f"{setting}={requested:g} per task, but the Ray cluster has {cluster_gpus} GPUs: "
-                         f"lower {setting}, or set it to 0 to run on CPUs")
-    logging.getLogger("otce_ray").warning(
-        "%s=%g GPUs per task, but the Ray cluster has no GPU now: tasks wait for the autoscaler to add GPU nodes "
-        "(on a fixed cluster, start GPU workers or set %s to 0)", setting, requested, setting)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -411,7 +373,7 @@ _MODEL_FILES = ("path", "checkpoint")
 
 _TOP: dict[str, Check] = {
     "store": _string, "output": _string, "target": _nested, "models": _nested, "models_file": _string,
-    "otce": _nested, "extraction": _nested, "scoring": _nested, "baselines": _nested,
+    "otce": _nested, "extraction": _nested, "scoring": _nested, "baselines": _nested, "cluster": _nested,
 }
 _OTCE: dict[str, Check] = {
     "n_pixels": _int_at_least(2), "repeats": _int_at_least(2), "seed": _int_at_least(0),
@@ -420,12 +382,16 @@ _OTCE: dict[str, Check] = {
 }
 _EXTRACTION: dict[str, Check] = {
     "pixels_per_image": _int_at_least(1), "batch_size": _int_at_least(1),
-    "num_gpus": _optional(_number(0, strict=False)), "num_shards": _optional(_int_at_least(1)),
-    "max_in_flight": _optional(_int_at_least(1)),
+    "num_gpus": _optional(_number(0, strict=False)), "num_cpus": _number(0, strict=True),
+    "num_shards": _optional(_int_at_least(1)), "max_workers": _optional(_int_at_least(1)),
+    "decode_threads": _int_at_least(1),
 }
 _BASELINES: dict[str, Check] = {
     "metrics": _optional(_metric_list),
     "n_pixels": _int_at_least(2),
+}
+_CLUSTER: dict[str, Check] = {
+    "resource_wait_seconds": _number(0, strict=True), "stuck_task_seconds": _number(0, strict=True),
 }
 _SCORING: dict[str, Check] = {
     "max_in_flight": _optional(_int_at_least(1)), "num_gpus": _optional(_number(0, strict=False)),
@@ -594,4 +560,5 @@ class _Checker:
             extraction=self.settings(raw, "extraction", _EXTRACTION, ExtractionSettings),
             scoring=scoring,
             baselines=self.settings(raw, "baselines", _BASELINES, BaselineSettings),
+            cluster=self.settings(raw, "cluster", _CLUSTER, ClusterSettings),
         )

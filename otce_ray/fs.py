@@ -7,8 +7,11 @@ non-AWS endpoint such as MinIO or a moto server.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import posixpath
+import tempfile
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -96,3 +99,58 @@ def list_files(uri: str) -> list[str]:
         raise FileNotFoundError(f"no such directory: {uri}")
     prefix = path.rstrip("/") + "/"
     return sorted(info.path[len(prefix):] for info in infos if info.type == pafs.FileType.File)
+
+
+CACHE_DIR_ENV = "OTCE_RAY_CACHE_DIR"  # where a node keeps its copies of remote files (default: the temp dir)
+CACHE_BYTES_ENV = "OTCE_RAY_CACHE_BYTES"  # how much it may keep before evicting the least recently used
+DEFAULT_CACHE_BYTES = 20 * 2**30
+
+
+def local_copy(uri: str) -> str:
+    """A path on this machine holding the file at ``uri``: local paths as they are, S3 objects fetched once per node.
+
+    Copies are keyed by the object's URI, size and modification time, so a file replaced at the same URI is fetched
+    again, and a lock file makes the Ray workers of one node wait for one download instead of each fetching it (a
+    240 MB checkpoint per shard adds up fast). Least recently used copies are evicted beyond ``OTCE_RAY_CACHE_BYTES``.
+    Raises FileNotFoundError when the object does not exist.
+    """
+    if not is_s3(uri):
+        return resolve(uri)[1]
+    filesystem, path = resolve(uri)
+    info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"no such file: {uri}")
+    key = hashlib.sha256(f"{uri}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:32]
+    folder = os.environ.get(CACHE_DIR_ENV) or os.path.join(tempfile.gettempdir(), "otce-ray-cache")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, f"{key}-{posixpath.basename(path)}")
+    with open(target + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(target):
+            _download(filesystem, path, target)
+            _evict(folder, keep=target)
+        os.utime(target)  # marks it recently used
+    return target
+
+
+def _download(filesystem: pafs.FileSystem, path: str, target: str) -> None:
+    tmp = f"{target}.tmp-{os.getpid()}"
+    with filesystem.open_input_stream(path) as source, open(tmp, "wb") as sink:
+        while chunk := source.read(8 << 20):
+            sink.write(chunk)
+    os.replace(tmp, target)
+
+
+def _evict(folder: str, keep: str) -> None:
+    """Delete the least recently used copies until the folder fits its budget (the newest copy always stays)."""
+    budget = int(os.environ.get(CACHE_BYTES_ENV) or DEFAULT_CACHE_BYTES)
+    copies = [os.path.join(folder, name) for name in os.listdir(folder)
+              if not name.endswith(".lock") and ".tmp-" not in name]
+    stats = {path: os.stat(path) for path in copies if os.path.isfile(path)}
+    total = sum(stat.st_size for stat in stats.values())
+    for path in sorted(stats, key=lambda p: stats[p].st_mtime):
+        if total <= budget:
+            break
+        if path != keep:
+            os.remove(path)  # a reader that has it open keeps reading it
+            total -= stats[path].st_size

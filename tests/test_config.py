@@ -3,8 +3,6 @@ each with its key path."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 
 import pytest
@@ -16,10 +14,8 @@ from otce_ray.config import (
     OTCESettings,
     RunConfig,
     ScoringSettings,
-    _otce_key,
     load_config,
     parse_config,
-    resolve_num_gpus,
 )
 
 
@@ -92,12 +88,6 @@ def test_sections_default_when_left_out(tree):
     assert config.scoring == ScoringSettings(max_in_flight=None, num_gpus=None, device="auto")
 
 
-def test_num_gpus_auto_follows_the_cluster():
-    assert resolve_num_gpus(None, cluster_gpus=0) == 0.0  # a laptop without a GPU
-    assert resolve_num_gpus(None, cluster_gpus=4) == 1.0
-    assert resolve_num_gpus(0.5, cluster_gpus=0) == 0.5  # explicit always wins (autoscaling clusters)
-
-
 def test_models_file_is_read_relative_to_the_config_file(tree, monkeypatch):
     configs = tree / "configs"
     configs.mkdir()
@@ -161,7 +151,7 @@ DELETE = object()
 CASES = {
     "unknown key with a suggestion": (_set("otce.n_pixel", 5), "otce.n_pixel: unknown key (did you mean 'n_pixels'?)"),
     "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
-                              "models_file, otce, extraction, scoring, baselines)"),
+                              "models_file, otce, extraction, scoring, baselines, cluster)"),
     "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
     "missing per-format field": (_set("models.2.architecture", DELETE),
                                  "models[2].architecture: missing required field"),
@@ -289,36 +279,6 @@ def test_unreadable_config_names_the_file(tree):
     (tree / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match=r"\(top level\): expected a mapping, got list"):
         load_config(str(tree / "list.yaml"))
-
-
-def test_model_fingerprint_tracks_what_determines_the_score(tree):
-    config = parse_config(_raw(), base_dir=str(tree))
-    again = parse_config(copy.deepcopy(_raw()), base_dir=str(tree))
-    fewer_pixels = _raw()
-    fewer_pixels["otce"]["n_pixels"] = 1000
-    changed = parse_config(fewer_pixels, base_dir=str(tree))
-
-    assert config.model_fingerprint("unet_alpha") == again.model_fingerprint("unet_alpha")
-    reordered = _raw()
-    reordered["target"]["cities"] = ["gamma", "gamma"]  # the same dataset, spelled differently
-    assert parse_config(reordered, base_dir=str(tree)).model_fingerprint("unet_alpha") == again.model_fingerprint(
-        "unet_alpha")
-    assert config.model_fingerprint("unet_alpha") != config.model_fingerprint("segnet_alpha")
-    assert config.model_fingerprint("unet_alpha") != changed.model_fingerprint("unet_alpha")
-    standardised = _raw()
-    standardised["otce"]["standardise"] = True
-    assert parse_config(standardised, base_dir=str(tree)).model_fingerprint("unet_alpha") != config.model_fingerprint(
-        "unet_alpha")
-    with pytest.raises(KeyError, match="no model named 'nope'"):
-        config.model_fingerprint("nope")
-
-
-def test_standardise_off_keeps_the_result_key_of_records_written_before_the_option(tree):
-    """Resume must reuse results written before ``otce.standardise`` existed: off, it is not part of the key."""
-    config = parse_config(_raw(), base_dir=str(tree))
-    assert config.otce.standardise is False
-    assert "standardise" not in _otce_key(config.otce)
-    assert _otce_key(dataclasses.replace(config.otce, standardise=True))["standardise"] is True
 
 
 def test_baseline_metrics_are_checked_by_name_and_may_be_switched_off(tree):

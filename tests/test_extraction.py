@@ -6,13 +6,21 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from test_extraction_nets import ConstantNet, CoordNet, expected_fractions, write_folder_dataset
 
+from otce_ray.datasets import open_dataset
 from otce_ray.extraction import ExtractionRequest, extract_pixels, pixel_rng, run_shard, sample_map, sample_pixels
+from otce_ray.extraction.decode import PHASES
 from otce_ray.models import ModelError, ModelSpec, load_model
+from otce_ray.models.cache import ModelCache
 from otce_ray.store import part_metadata, part_uri
+
+
+def read_part(uri: str):
+    return pq.read_table(uri).replace_schema_metadata(None)
 
 
 @dataclass(frozen=True)
@@ -128,35 +136,57 @@ def test_bad_feature_values_are_named(tmp_path, value, dtype, message):
 
 def _request(tmp_path, model: dict, dataset: dict, num_shards: int = 2) -> ExtractionRequest:
     return ExtractionRequest(
-        model=ModelSpec.from_dict(model), dataset_spec=dataset, dataset=dataset["name"], dataset_fingerprint="fp",
+        model=ModelSpec.from_dict(model), dataset=dataset["name"], dataset_fingerprint="fp",
         store=str(tmp_path / "store"), pixels_per_image=30, seed=0, num_shards=num_shards,
     )
+
+
+def _shard(dataset: dict, index: int, count: int = 2):
+    return open_dataset(dataset).shard(index, count)
 
 
 def test_run_shard_writes_once_then_skips(tmp_path):
     dataset = write_folder_dataset(str(tmp_path / "dsA"), count=5, size=(24, 32))
     request = _request(tmp_path, {"name": "u", "format": "builtin", "architecture": "unet", "num_classes": 4},
                        dataset)
-    result = run_shard(request, 1, batch_size=2)
+    result = run_shard(request, 1, _shard(dataset, 1), batch_size=2)
     assert result.status == "written" and result.images == 2 and result.feature_dim == 32 and result.logit_dim == 4
+    assert result.model_loads == 1 and set(result.timings) == set(PHASES)
+    assert result.timings["forward"] > 0 and result.timings["decode"] > 0 and result.timings["write"] > 0
     uri = part_uri(request.store, "dsA", "u", 1)
     metadata = part_metadata(uri)
     assert metadata["key"] == request.key and metadata["shard"] == 1 and metadata["rows"] == result.rows
     assert metadata["feature_layer"] == "output" and metadata["pixels_per_image"] == 30
     mtime = os.stat(uri).st_mtime_ns
-    assert run_shard(request, 1, batch_size=2).status == "skipped"
+    assert run_shard(request, 1, _shard(dataset, 1), batch_size=2).status == "skipped"
     assert os.stat(uri).st_mtime_ns == mtime
     changed = _request(tmp_path, {"name": "u", "format": "builtin", "architecture": "unet", "num_classes": 4,
                                   "init_seed": 1}, dataset)
-    assert changed.key != request.key and run_shard(changed, 1, batch_size=2).status == "written"
+    assert changed.key != request.key and run_shard(changed, 1, _shard(dataset, 1), batch_size=2).status == "written"
+
+
+def test_a_worker_loads_each_model_once_and_shards_match_a_fresh_load(tmp_path):
+    dataset = write_folder_dataset(str(tmp_path / "dsA"), count=6, size=(24, 32))
+    spec = {"name": "u", "format": "builtin", "architecture": "unet", "num_classes": 4}
+    request = _request(tmp_path, spec, dataset, num_shards=3)
+    models = ModelCache(capacity=1)
+    loads = [run_shard(request, shard, _shard(dataset, shard, 3), 2, models=models).model_loads for shard in range(3)]
+    assert loads == [1, 0, 0]
+    cached = read_part(part_uri(request.store, "dsA", "u", 2))
+    fresh = _request(tmp_path / "fresh", spec, dataset, num_shards=3)
+    assert run_shard(fresh, 2, _shard(dataset, 2, 3), 2).model_loads == 1
+    assert read_part(part_uri(fresh.store, "dsA", "u", 2)).equals(cached)
 
 
 def test_run_shard_reports_failures_instead_of_raising(tmp_path):
     dataset = write_folder_dataset(str(tmp_path / "dsB"), count=3, size=(24, 32))
     missing = _request(tmp_path, {"name": "gone", "format": "torchscript", "path": str(tmp_path / "x.pt")}, dataset)
-    result = run_shard(missing, 0, batch_size=2)
+    result = run_shard(missing, 0, _shard(dataset, 0), batch_size=2)
     assert result.status == "failed"
     assert result.error.startswith("model 'gone': TorchScript file not found") and "dataset 'dsB' shard 0/2" in result.error
-    broken = {**dataset, "root": str(tmp_path / "nowhere")}
-    result = run_shard(_request(tmp_path, {"name": "u", "format": "builtin", "architecture": "unet"}, broken), 0, 2)
+    view = _shard(dataset, 0)  # listed, then a file of the shard disappears before the worker reads it
+    os.remove(view.samples[0].image_uri)
+    result = run_shard(_request(tmp_path, {"name": "u", "format": "builtin", "architecture": "unet"}, dataset), 0,
+                       view, 2)
     assert result.status == "failed" and result.error.startswith("model 'u': dataset 'dsB' shard 0/2: DatasetError")
+    assert view.samples[0].image_uri in result.error

@@ -131,3 +131,26 @@ def expected_rows(spec: dict, pixels_per_image: int) -> int:
         min(pixels_per_image, int((np.asarray(Image.open(os.path.join(masks, name))) != 255).sum()))
         for name in os.listdir(masks)
     )
+
+
+class SlowConv(nn.Module):
+    """A seeded 1x1 conv whose forward sleeps ``delay`` seconds: extraction slow enough to interrupt on purpose."""
+
+    def __init__(self, delay: float, channels: int, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, channels, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=generator))
+            self.conv.bias.zero_()
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.delay)
+        return torch.relu(self.conv(x))
+
+
+def slow_conv(delay: float = 0.2, channels: int = 8, seed: int = 0) -> nn.Module:
+    return SlowConv(delay, channels, seed)

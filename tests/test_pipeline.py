@@ -20,6 +20,7 @@ from otce_ray.scoring.estimator import otce_score
 from otce_ray.store import read_pixels, retract_manifest
 
 run_module = importlib.import_module("otce_ray.pipeline.run")  # the package's ``run`` is the function
+scoring_module = importlib.import_module("otce_ray.pipeline.scoring")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_a_model_whose_files_cannot_be_reached_fails_alone(ray_local, benchmark,
 def _count_loads(monkeypatch) -> dict[str, list[str]]:
     """Spy on the driver's loader tasks: model -> the datasets whose store a loader task was started for."""
     loads: dict[str, list[str]] = {}
-    original = run_module._load_pixels
+    original = scoring_module.ScoringJobs._load_pixels
 
     class Counted:
         def __init__(self, task):
@@ -165,7 +166,12 @@ def _count_loads(monkeypatch) -> dict[str, list[str]]:
             loads.setdefault(model, []).append(dataset)
             return self.task.remote(store, dataset, model, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "_load_pixels", lambda config, model, task: original(config, model, Counted(task)))
+    def counted(jobs, model):
+        if not isinstance(jobs._load, Counted):
+            jobs._load = Counted(jobs._load)
+        return original(jobs, model)
+
+    monkeypatch.setattr(scoring_module.ScoringJobs, "_load_pixels", counted)
     return loads
 
 
@@ -230,8 +236,14 @@ def test_a_store_lost_before_scoring_fails_its_model_alone(ray_local, benchmark,
     first = {r.model: r.scores for r in load_results(config.output)}
     for name in first:
         os.remove(os.path.join(config.output, "results", f"{name}.json"))
-    retract_manifest(config.store, cities[1], "fcn_beta")  # gone after extraction said it was there
-    monkeypatch.setattr(run_module, "_extract_models", lambda config, specs, num_gpus: [])
+    original = scoring_module.ScoringJobs._load_pixels
+
+    def lose_store(jobs, model):  # gone after the plan found it complete, just before its loader reads it
+        if model.name == "fcn_beta":
+            retract_manifest(config.store, cities[1], "fcn_beta")
+        return original(jobs, model)
+
+    monkeypatch.setattr(scoring_module.ScoringJobs, "_load_pixels", lose_store)
     board = run(config, progress=False).set_index("model")
     assert board.loc["unet_alpha", "status"] == "ok"
     assert [r.scores for r in load_results(config.output) if r.model == "unet_alpha"] == [first["unet_alpha"]]

@@ -92,8 +92,22 @@ def test_sampled_read_touches_only_the_row_groups_it_needs(tmp_path, monkeypatch
 
 
 def _assert_same_pixels(got, expected):
-    for field in ("features", "labels", "logits", "image_ids", "rows", "cols"):
+    """A sample taken from ``read_samples`` against the same sample read directly: what scoring uses is identical,
+    in float32; where each pixel came from is not carried (scoring never needs it)."""
+    for field in ("features", "labels", "logits"):
         np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
+    assert got.features.dtype == np.float32 and (got.logits is None or got.logits.dtype == np.float32)
+    assert got.image_ids is None and got.rows is None and got.cols is None
+
+
+def test_samples_read_together_hold_the_stored_dtype_and_no_provenance(tmp_path):
+    store = str(tmp_path)
+    write_store(store, [2000, 1000], dtype="float16")
+    together = read_samples(store, "ds", "m", [(500, 1), (500, 2)])
+    assert together.pixels.features.dtype == np.float16 and together.pixels.image_ids is None
+    rows = len(together.pixels)
+    width = together.pixels.features.shape[1] + together.pixels.logits.shape[1]
+    assert together.nbytes == rows * (2 * width + 8) + together.held.nbytes
 
 
 def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):

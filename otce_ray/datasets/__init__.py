@@ -4,7 +4,7 @@
 multi-domain benchmark in the Cityscapes layout, which is the data nobody has to download.
 """
 
-from otce_ray.datasets.dataset import Item, SegmentationDataset, SkippedFile, open_dataset
+from otce_ray.datasets.dataset import Item, SegmentationDataset, SkippedFile, open_dataset, open_datasets
 from otce_ray.datasets.spec import FORMATS, DatasetError, dataset_fingerprint
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "SkippedFile",
     "dataset_fingerprint",
     "open_dataset",
+    "open_datasets",
 ]

@@ -6,8 +6,9 @@ It is shipped to Ray tasks, so it holds strings and a small lookup table, never 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -61,24 +62,34 @@ class SegmentationDataset:
         return len(self._samples)
 
     def __getitem__(self, index: int) -> Item:
-        return self._load(self._samples[index])
+        return self.load(self._samples[index])
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """The files this dataset (or shard view) reads: what a Ray task is given instead of listing them again."""
+        return tuple(self._samples)
 
     def __iter__(self) -> Iterator[Item]:
         for sample in self._samples:
             try:
-                yield self._load(sample)
+                yield self.load(sample)
             except DatasetError as error:
-                if self.spec["on_error"] != "skip":
-                    raise
-                self.skipped.append(SkippedFile(error.uri or sample.image_uri, str(error)))
-                logger.warning("dataset %r: skipped %s (%d skipped so far)", self.name, error, len(self.skipped))
+                self.skip_or_raise(sample, error)
+
+    def skip_or_raise(self, sample: Sample, error: DatasetError) -> None:
+        """Apply ``on_error`` to a file that failed to load: record and log it under ``skip``, else re-raise."""
+        if self.spec["on_error"] != "skip":
+            raise error
+        self.skipped.append(SkippedFile(error.uri or sample.image_uri, str(error)))
+        logger.warning("dataset %r: skipped %s (%d skipped so far)", self.name, error, len(self.skipped))
 
     def shard(self, index: int, count: int) -> SegmentationDataset:
         """The view holding shard ``index`` of ``count``: each image lies in exactly one shard."""
         index, count = check_shard(index, count, f"dataset {self.name!r}: shard")
         return SegmentationDataset(self.spec, shard(self._samples, index, count), self._lookup)
 
-    def _load(self, sample: Sample) -> Item:
+    def load(self, sample: Sample) -> Item:
+        """Read and decode one image and its mask (thread-safe); ``DatasetError`` names a broken file."""
         if sample.mask_uri is None:
             raise DatasetError(f"{sample.image_uri}: missing mask", uri=sample.image_uri)
         image = read_image(sample.image_uri)
@@ -105,3 +116,29 @@ def open_dataset(spec: Mapping[str, Any]) -> SegmentationDataset:
     if "num_shards" in canonical:
         return dataset.shard(canonical["shard_index"], canonical["num_shards"])
     return dataset
+
+
+LISTING_THREADS = 8  # datasets listed side by side: each listing is a few round trips to S3
+
+
+def open_datasets(specs: Iterable[Mapping[str, Any]]) -> dict[str, SegmentationDataset | DatasetError]:
+    """Open every dataset once, by name (the first spec of each name), listing them in parallel.
+
+    A dataset that cannot be opened maps to its ``DatasetError`` (any other failure is wrapped in one, naming the
+    dataset), so the caller fails the models that need it and goes on with the others.
+    """
+    unique: dict[str, Mapping[str, Any]] = {}
+    for spec in specs:
+        unique.setdefault(str(spec.get("name")), spec)
+
+    def open_one(spec: Mapping[str, Any]) -> SegmentationDataset | DatasetError:
+        try:
+            return open_dataset(spec)
+        except DatasetError as error:
+            return error
+        except Exception as error:  # noqa: BLE001 - e.g. an unreachable S3 endpoint: this dataset fails, not the run
+            return DatasetError(f"dataset {spec.get('name')!r}: cannot list its files: {type(error).__name__}: "
+                                f"{error}")
+
+    with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
+        return dict(zip(unique, pool.map(open_one, unique.values())))

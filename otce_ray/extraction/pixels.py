@@ -1,17 +1,19 @@
 """Run a loaded model over images and keep the sampled pixels: compute only, the caller does the I/O.
 
-Images are decoded one batch ahead in a background thread so decoding overlaps the forward pass.
+The caller hands in decoded items (``otce_ray.extraction.decode`` decodes them ahead in threads); a ``Stopwatch``,
+when given, receives the seconds of the forward passes and of the pixel sampling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
+from otce_ray.extraction.decode import Stopwatch
 from otce_ray.extraction.sampling import pixel_rng, sample_map, sample_pixels
 from otce_ray.models import LoadedModel, ModelError
 
@@ -46,34 +48,36 @@ def extract_pixels(
     batch_size: int,
     seed: int,
     feature_dtype: str = "float16",
+    stopwatch: Stopwatch | None = None,
 ) -> PixelColumns:
     """Sample ``pixels_per_image`` labelled pixels per image (seeded by (seed, image_id)) and their features/logits.
 
     Raises ``ModelError`` naming the image when a sampled feature is NaN/Inf or does not fit ``feature_dtype``.
     """
+    def measure(phase: str) -> contextlib.AbstractContextManager:
+        return stopwatch.measure(phase) if stopwatch is not None else contextlib.nullcontext()
+
     parts: list[tuple] = []
-    for batch in _prefetched_batches(items, batch_size):
+    for batch in _batches(items, batch_size):
         for group in _same_size_runs(batch):
-            output = model(np.stack([item.image for item in group]))
-            for index, item in enumerate(group):
-                rows, cols = sample_pixels(item.label, pixels_per_image, pixel_rng(seed, item.image_id))
-                features = sample_map(output.features[index], rows, cols, item.label.shape).cpu().numpy()
-                logits = None
-                if output.logits is not None:
-                    logits = sample_map(output.logits[index], rows, cols, item.label.shape).cpu().numpy()
-                _check_values(model.spec.name, item.image_id, features, logits, feature_dtype)
-                parts.append((item.image_id, rows, cols, item.label[rows, cols], features, logits))
+            with measure("forward"):
+                output = model(np.stack([item.image for item in group]), synchronize=True)
+            with measure("sample"):
+                for index, item in enumerate(group):
+                    rows, cols = sample_pixels(item.label, pixels_per_image, pixel_rng(seed, item.image_id))
+                    features = sample_map(output.features[index], rows, cols, item.label.shape).cpu().numpy()
+                    logits = None
+                    if output.logits is not None:
+                        logits = sample_map(output.logits[index], rows, cols, item.label.shape).cpu().numpy()
+                    _check_values(model.spec.name, item.image_id, features, logits, feature_dtype)
+                    parts.append((item.image_id, rows, cols, item.label[rows, cols], features, logits))
     return _columns(parts, model)
 
 
-def _prefetched_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Batches of ``size`` items; the next batch is read in a background thread while the caller computes."""
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(lambda: list(itertools.islice(iterator, size)))
-        while batch := pending.result():
-            pending = pool.submit(lambda: list(itertools.islice(iterator, size)))
-            yield batch
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _same_size_runs(batch: list[ImageItem]) -> Iterator[list[ImageItem]]:

@@ -1,8 +1,10 @@
 """One unit of extraction work: (model, dataset, shard) -> one Parquet part, skipped when already written.
 
-This is what a Ray task runs, but nothing here imports Ray: it can be called directly, and it never raises for a
-bad model or dataset. Failures come back as a ``ShardResult`` carrying the message, so the driver records them
-against that model; only a dying worker escapes (and Ray retries the task).
+This is what an extraction worker runs, but nothing here imports Ray: it can be called directly (the GPU check does),
+and it never raises for a bad model or dataset. Failures come back as a ``ShardResult`` carrying the message, so the
+driver records them against that model; only a dying worker escapes (and the driver retries the shard elsewhere).
+The shard's files come with the call (``images``, a view of the dataset the run plan listed once), so a worker never
+lists a dataset; the model comes from the worker's ``ModelCache`` when it holds one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from typing import Any, Mapping
 import torch
 
 from otce_ray import __version__
+from otce_ray.datasets import SegmentationDataset
+from otce_ray.extraction.decode import Stopwatch, decoded
 from otce_ray.extraction.pixels import extract_pixels
-from otce_ray.models import ModelError, ModelSpec, load_model
+from otce_ray.models import ModelError, ModelSpec
+from otce_ray.models.cache import ModelCache
 from otce_ray.store import part_metadata, part_uri, pixel_table, write_part
+
+DECODE_THREADS = 4  # images decoded side by side ahead of the forward pass
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,6 @@ class ExtractionRequest:
     """Everything that decides the content of one (model, dataset) pixel store; ``key`` hashes it."""
 
     model: ModelSpec
-    dataset_spec: Mapping[str, Any]
     dataset: str
     dataset_fingerprint: str
     store: str
@@ -74,7 +80,12 @@ class ExtractionRequest:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What a task sends back: a few numbers and, on failure, the message (never arrays)."""
+    """What a task sends back: a few numbers and, on failure, the message (never arrays).
+
+    ``timings`` holds the seconds of each phase (``otce_ray.extraction.decode.PHASES``): loading the model (0 when the
+    worker already held it), decoding images (summed over the decode threads), waiting for a decoded image, the
+    forward passes, pixel sampling and writing the part.
+    """
 
     shard: int
     status: str  # "written" | "skipped" | "failed"
@@ -85,10 +96,22 @@ class ShardResult:
     seconds: float = 0.0
     skipped_files: tuple[str, ...] = ()
     error: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    model_loads: int = 0
 
 
-def run_shard(request: ExtractionRequest, shard: int, batch_size: int) -> ShardResult:
-    """Extract one shard into its part, unless a part written for the same ``key`` is already there."""
+def run_shard(
+    request: ExtractionRequest,
+    shard: int,
+    images: SegmentationDataset,
+    batch_size: int,
+    *,
+    models: ModelCache | None = None,
+    decode_threads: int = DECODE_THREADS,
+    device: str | None = None,
+) -> ShardResult:
+    """Extract shard ``shard`` (its files: ``images``) into its part, unless a part written for the same ``key`` is
+    already there. ``models`` keeps loaded models between calls; without it the model is loaded for this call."""
     start = time.perf_counter()
     uri = part_uri(request.store, request.dataset, request.model.name, shard)
     try:
@@ -97,39 +120,52 @@ def run_shard(request: ExtractionRequest, shard: int, batch_size: int) -> ShardR
             return ShardResult(
                 shard, "skipped", existing["rows"], existing["images"], existing["feature_dim"], existing["logit_dim"]
             )
-        return _extract(request, shard, batch_size, uri, start)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return _extract(request, shard, images, batch_size, uri, start, models or ModelCache(1), decode_threads,
+                        device)
     except Exception as error:  # recorded against this model; the run goes on with the others
         return ShardResult(shard, "failed", seconds=time.perf_counter() - start, error=_describe(request, shard, error))
 
 
-def _extract(request: ExtractionRequest, shard: int, batch_size: int, uri: str, start: float) -> ShardResult:
-    from otce_ray.datasets import open_dataset
-
-    view = open_dataset(request.dataset_spec).shard(shard, request.num_shards)
-    model = load_model(request.model, "cuda" if torch.cuda.is_available() else "cpu")
+def _extract(
+    request: ExtractionRequest,
+    shard: int,
+    images: SegmentationDataset,
+    batch_size: int,
+    uri: str,
+    start: float,
+    models: ModelCache,
+    decode_threads: int,
+    device: str,
+) -> ShardResult:
+    stopwatch = Stopwatch()
+    with stopwatch.measure("load"):
+        model, loaded = models.get(request.model, request.model_files, device)
+    items = decoded(images, threads=decode_threads, lookahead=max(2 * batch_size, decode_threads), stopwatch=stopwatch)
     columns = extract_pixels(
         model,
-        view,
+        items,
         pixels_per_image=request.pixels_per_image,
         batch_size=batch_size,
         seed=request.seed,
         feature_dtype=request.feature_dtype,
+        stopwatch=stopwatch,
     )
     feature_dim = columns.features.shape[1]
     logit_dim = None if columns.logits is None else columns.logits.shape[1]
     metadata = request.metadata(feature_dim, logit_dim, columns.images, len(columns.labels), shard=shard)
-    table = pixel_table(
-        columns.image_ids,
-        columns.rows,
-        columns.cols,
-        columns.labels,
-        columns.features,
-        columns.logits,
-        metadata,
-        request.feature_dtype,
-    )
-    write_part(uri, table)
-    skipped = tuple(f"{entry.uri}: {entry.reason}" for entry in getattr(view, "skipped", ()))
+    with stopwatch.measure("write"):
+        table = pixel_table(
+            columns.image_ids,
+            columns.rows,
+            columns.cols,
+            columns.labels,
+            columns.features,
+            columns.logits,
+            metadata,
+            request.feature_dtype,
+        )
+        write_part(uri, table)
     return ShardResult(
         shard,
         "written",
@@ -138,7 +174,9 @@ def _extract(request: ExtractionRequest, shard: int, batch_size: int, uri: str, 
         feature_dim,
         logit_dim,
         time.perf_counter() - start,
-        skipped,
+        tuple(f"{entry.uri}: {entry.reason}" for entry in images.skipped),
+        timings=dict(stopwatch.seconds),
+        model_loads=int(loaded),
     )
 
 

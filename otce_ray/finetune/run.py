@@ -1,8 +1,10 @@
 """The ground-truth job: one Ray task per source model fine-tunes it on the target and scores it.
 
-The target images are read once on the driver and shared with every task through the object store. A model that
-fails becomes a failed row and the others go on. The table is written as ``ground_truth.csv`` (local or s3://),
-by default to the run's output folder next to the leaderboard it is compared with.
+The target images are read once on the driver and shared with every task through the object store. Tasks go through
+the run's dispatch loop (``otce_ray.cluster.drive``): at most twice as many in flight as the cluster can run now, so
+hundreds of models do not flood the scheduler, and every wait is bounded. A model that fails becomes a failed row and
+the others go on. The table is written as ``ground_truth.csv`` (local or s3://), by default to the run's output
+folder next to the leaderboard it is compared with.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import pandas as pd
 import ray
 
 from otce_ray import fs
-from otce_ray.config import RunConfig, check_gpus, resolve_num_gpus
+from otce_ray.cluster import Cluster, Tasks, check_gpus, demand, drive, resolve_num_gpus
+from otce_ray.config import RunConfig
 from otce_ray.datasets import open_dataset
 from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_or_fail, split_target
 from otce_ray.pipeline.run import connect
@@ -25,29 +28,35 @@ COLUMNS = [field.name for field in dataclasses.fields(FineTuneRecord)]
 def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None = None) -> pd.DataFrame:
     """Fine-tune every model of ``config`` on its target; write and return the table (one row per model, in order).
 
-    GPUs per task follow the config's extraction setting (:func:`otce_ray.config.resolve_num_gpus`); on CPU each
+    GPUs per task follow the config's extraction setting (:func:`otce_ray.cluster.resolve_num_gpus`); on CPU each
     task takes ``settings.threads`` cores.
     """
     owns_ray = connect()
     try:
         split = split_target(open_dataset(config.target), settings)
-        available = ray.cluster_resources().get("GPU", 0)
-        num_gpus = resolve_num_gpus(config.extraction.num_gpus, available)
-        check_gpus(num_gpus, available, "extraction.num_gpus")
+        cluster = Cluster()
+        num_gpus = resolve_num_gpus(config.extraction.num_gpus, cluster.view.total("GPU"))
+        check_gpus(num_gpus, cluster.view.largest("GPU"), "extraction.num_gpus")
         task = ray.remote(finetune_or_fail).options(num_cpus=settings.threads, num_gpus=num_gpus, max_retries=2)
         shared = ray.put(split)
         device = "cuda" if num_gpus > 0 else "cpu"
-        refs = [(spec["name"], task.remote(spec, shared, settings, device)) for spec in config.models]
-        table = pd.DataFrame([dataclasses.asdict(_collect(name, ref)) for name, ref in refs], columns=COLUMNS)
+        records: dict[str, FineTuneRecord] = {}
+
+        def submit(spec: dict):
+            return lambda: task.remote(spec, shared, settings, device)
+
+        def lost(name: str, error: BaseException) -> None:  # the worker died more often than max_retries allows
+            records[name] = FineTuneRecord(name, status="failed", error=f"model {name!r}: fine-tuning task lost: "
+                                                                        f"{error}")
+
+        slots = demand(settings.threads, num_gpus)
+        items = [(spec["name"], submit(spec), f"fine-tuning of model {spec['name']!r}") for spec in config.models]
+        drive([Tasks("finetune", items, lambda: max(1, 2 * cluster.view.slots(slots)),
+                     records.__setitem__, lost)], stuck_seconds=config.cluster.stuck_task_seconds)
+        rows = [dataclasses.asdict(records[spec["name"]]) for spec in config.models]
+        table = pd.DataFrame(rows, columns=COLUMNS)
         fs.write_bytes_atomic(out or fs.join(config.output, GROUND_TRUTH_FILE), table.to_csv(index=False).encode())
         return table
     finally:
         if owns_ray:
             ray.shutdown()
-
-
-def _collect(name: str, ref: ray.ObjectRef) -> FineTuneRecord:
-    try:
-        return ray.get(ref)
-    except Exception as error:  # noqa: BLE001 - the task's worker died more often than max_retries allows
-        return FineTuneRecord(name, status="failed", error=f"model {name!r}: fine-tuning task lost: {error}")

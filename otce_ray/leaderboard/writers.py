@@ -56,14 +56,17 @@ def write_run_json(
     config: Mapping[str, Any],
     timings: Mapping[str, float],
     warnings: Mapping[str, Sequence[str]] | None = None,
+    **sections: Any,
 ) -> str:
     """Write run.json: the resolved config (RunConfig.to_dict()), versions, timings, each model's warnings (only the
-    models that have any) and when it was written."""
+    models that have any), any further ``sections`` (the run plan, where extraction time went, what the dispatch
+    loop saw) and when it was written."""
     record = {
         "config": dict(config),
         "versions": versions(),
         "timings": dict(timings),
         "warnings": {model: list(notes) for model, notes in (warnings or {}).items() if notes},
+        **sections,
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     uri = fs.join(output, "run.json")

@@ -12,6 +12,7 @@ import importlib
 import io
 import pickle
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -45,19 +46,26 @@ class LoadedModel:
         if feature_layer is not None:
             feature_layer.register_forward_hook(lambda _m, _i, output: self._captured.append(output))
         self._uses_hook = feature_layer is not None
+        self._lock = threading.Lock()  # one forward at a time: shards decoding side by side share one model
 
-    def __call__(self, images: np.ndarray) -> ModelOutput:
-        """Run a batch of (B, H, W, 3) uint8 images (bf16 autocast on CUDA unless the spec turns it off)."""
+    def __call__(self, images: np.ndarray, *, synchronize: bool = False) -> ModelOutput:
+        """Run a batch of (B, H, W, 3) uint8 images (bf16 autocast on CUDA unless the spec turns it off).
+
+        ``synchronize`` waits for the device to finish, so that a caller timing the forward pass times all of it.
+        """
         x = to_input(self.spec, images, self.device)
         bf16 = self.device.type == "cuda" and self.spec.autocast
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        self._captured.clear()
-        with torch.inference_mode(), autocast:
+        with self._lock, torch.inference_mode(), autocast:
+            self._captured.clear()
             try:
                 output = self._module(x)
             except Exception as error:  # a crash inside user code is that model's failure
                 raise ModelError(self.spec.name, f"forward failed: {type(error).__name__}: {error}") from error
-        return self._split(output, batch=x.shape[0])
+            result = self._split(output, batch=x.shape[0])
+            if synchronize and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        return result
 
     def _split(self, output: Any, batch: int) -> ModelOutput:
         if self._uses_hook:
@@ -123,8 +131,10 @@ def to_input(spec: ModelSpec, images: np.ndarray, device: torch.device) -> torch
 
 
 def _read(spec: ModelSpec, what: str, uri: str) -> io.BytesIO:
+    """The file's bytes, from this node's copy of it: an S3 object is fetched once per node (``fs.local_copy``)."""
     try:
-        return io.BytesIO(fs.read_bytes(uri))
+        with open(fs.local_copy(uri), "rb") as handle:
+            return io.BytesIO(handle.read())
     except FileNotFoundError:
         raise ModelError(spec.name, f"{what} not found: {uri}") from None
     except OSError as error:

@@ -94,7 +94,10 @@ class ModelSpec:
         return _jsonable(asdict(self))
 
     def file_stamps(self) -> dict[str, Any]:
-        """Size and modification time of the model's files, so a retrained checkpoint at the same path is noticed."""
+        """Size and modification time of the model's files, so a retrained checkpoint at the same path is noticed.
+
+        A file that is not there is a ``ModelError`` naming it: the model fails before any work is spent on it.
+        """
         from otce_ray import fs
 
         stamps: dict[str, Any] = {}
@@ -104,7 +107,10 @@ class ModelSpec:
                 info = filesystem.get_file_info(path)
             except OSError as error:
                 raise ModelError(self.name, f"cannot reach {uri}: {error}") from error
-            stamps[uri] = [info.size, info.mtime_ns] if info.is_file else None
+            if not info.is_file:
+                raise ModelError(self.name, f"{'checkpoint' if uri == self.checkpoint else 'model file'} not found: "
+                                            f"{uri}")
+            stamps[uri] = [info.size, info.mtime_ns]
         return stamps
 
     def fingerprint(self) -> str:

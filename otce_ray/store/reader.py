@@ -24,14 +24,18 @@ from otce_ray.store.schema import StoreError
 
 @dataclass(frozen=True)
 class Pixels:
-    """Sampled pixels of one (dataset, model) store, row-aligned arrays."""
+    """Sampled pixels of one (dataset, model) store, row-aligned arrays.
 
-    features: np.ndarray  # (n, d) float32
+    Where each pixel comes from (``image_ids``, ``rows``, ``cols``) is None when it was not read: scoring never
+    needs it, and at 1,000 pixels per image the image ids alone cost more than a small model's features.
+    """
+
+    features: np.ndarray  # (n, d) float32 (in ``PixelSamples``: the stored dtype, float16 by default)
     labels: np.ndarray  # (n,) int64
     logits: np.ndarray | None  # (n, C) float32, None when not stored or not asked for
-    image_ids: np.ndarray  # (n,) str objects
-    rows: np.ndarray  # (n,) int32, label resolution
-    cols: np.ndarray  # (n,) int32
+    image_ids: np.ndarray | None  # (n,) str objects
+    rows: np.ndarray | None  # (n,) int32, label resolution
+    cols: np.ndarray | None  # (n,) int32
     manifest: dict[str, Any]
 
     def __len__(self) -> int:
@@ -39,23 +43,32 @@ class Pixels:
 
     def take(self, positions: np.ndarray, *, with_logits: bool = True) -> "Pixels":
         """The rows at ``positions`` (indices into these arrays), in that order; logits only if asked and held."""
+        def rows_of(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[positions]
+
         return Pixels(
             features=self.features[positions],
             labels=self.labels[positions],
-            logits=None if self.logits is None or not with_logits else self.logits[positions],
-            image_ids=self.image_ids[positions],
-            rows=self.rows[positions],
-            cols=self.cols[positions],
+            logits=rows_of(self.logits) if with_logits else None,
+            image_ids=rows_of(self.image_ids),
+            rows=rows_of(self.rows),
+            cols=rows_of(self.cols),
             manifest=self.manifest,
         )
+
+    def as_float32(self) -> "Pixels":
+        """These pixels with float32 features and logits, as the numerics take them."""
+        logits = None if self.logits is None else self.logits.astype(np.float32, copy=False)
+        return dataclasses.replace(self, features=self.features.astype(np.float32, copy=False), logits=logits)
 
 
 @dataclass(frozen=True)
 class PixelSamples:
-    """The rows that some seeded samples of one store pick, read once (``read_samples``).
+    """The rows that some seeded samples of one store pick, read once (``read_samples``), as a Ray object.
 
-    ``sample(size, seed)`` gives back any of those samples exactly as ``read_pixels(..., sample=size, seed=seed)``
-    reads it: the same rows in the same order.
+    It travels to every scoring task of a model, so it is kept small: features and logits in their stored dtype
+    (float16: half of float32), and no pixel provenance. ``sample(size, seed)`` gives back any of those samples
+    exactly as ``read_pixels(..., sample=size, seed=seed)`` reads it: the same rows in the same order, in float32.
     """
 
     pixels: Pixels  # the union of the samples' rows, in store order
@@ -63,16 +76,23 @@ class PixelSamples:
     total: int  # rows in the store
     where: str  # the store's URI, for errors
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held: what this object costs in the object store."""
+        arrays = (self.pixels.features, self.pixels.labels, self.pixels.logits, self.held)
+        return sum(array.nbytes for array in arrays if array is not None)
+
     def sample(self, size: int, seed: int, *, with_logits: bool = True) -> Pixels:
         chosen = _choose(self.total, size, seed)
         if self.held is None and chosen is None:
-            return self.pixels if with_logits else dataclasses.replace(self.pixels, logits=None)
+            whole = self.pixels if with_logits else dataclasses.replace(self.pixels, logits=None)
+            return whole.as_float32()
         if self.held is None:
-            return self.pixels.take(chosen, with_logits=with_logits)
+            return self.pixels.take(chosen, with_logits=with_logits).as_float32()
         positions = None if chosen is None else np.searchsorted(self.held, chosen)
         if positions is None or positions[-1] >= len(self.held) or not np.array_equal(self.held[positions], chosen):
             raise ValueError(f"the sample (size {size}, seed {seed}) of {self.where} was not among those read")
-        return self.pixels.take(positions, with_logits=with_logits)
+        return self.pixels.take(positions, with_logits=with_logits).as_float32()
 
 
 def read_pixels(
@@ -90,7 +110,7 @@ def read_pixels(
     Raises ``StoreError`` when the store is missing or incomplete, or (with ``key``) written for other settings.
     """
     manifest, where, total = _open(store, dataset, model, key)
-    return _read_rows(where, manifest, _choose(total, sample, seed), with_logits)
+    return _read_rows(where, manifest, _choose(total, sample, seed), with_logits).as_float32()
 
 
 def read_samples(
@@ -105,7 +125,8 @@ def read_samples(
     """Read, in one pass over (dataset, model), every row that any ``(size, seed)`` of ``samples`` picks.
 
     K samples read one by one with ``read_pixels`` cost K reads of nearly the whole store; this costs one, and
-    holds at most the sum of the sizes in rows. Raises ``StoreError`` as ``read_pixels`` does.
+    holds at most the sum of the sizes in rows, without pixel provenance. Raises ``StoreError`` as ``read_pixels``
+    does.
     """
     samples = list(samples)
     if not samples:
@@ -115,7 +136,8 @@ def read_samples(
     held = None if any(rows is None for rows in chosen) else np.unique(np.concatenate(chosen))
     if held is not None and len(held) == total:
         held = None
-    return PixelSamples(_read_rows(where, manifest, held, with_logits), held, total, where)
+    pixels = _read_rows(where, manifest, held, with_logits, provenance=False)
+    return PixelSamples(pixels, held, total, where)
 
 
 def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[str, Any], str, int]:
@@ -129,12 +151,14 @@ def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[s
     return manifest, where, sum(int(part["rows"]) for part in manifest["parts"])
 
 
-def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, with_logits: bool) -> Pixels:
-    """The store's rows ``chosen`` (sorted global indices; None: all), reading only the row groups that hold them.
+def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, with_logits: bool,
+               provenance: bool = True) -> Pixels:
+    """The store's rows ``chosen`` (sorted global indices; None: all), reading only the row groups that hold them;
+    features and logits in their stored dtype, ``provenance`` (image id, row, col) only when asked for.
 
     A part that cannot be read (truncated, overwritten, gone) is a ``StoreError`` naming it and the store.
     """
-    columns = ["image_id", "row", "col", "label", "features"]
+    columns = (["image_id", "row", "col"] if provenance else []) + ["label", "features"]
     if with_logits and manifest.get("logit_dim"):
         columns.append("logits")
     counts = np.array([part["rows"] for part in manifest["parts"]], dtype=np.int64)
@@ -154,9 +178,9 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
         features=_matrix(table, "features", manifest["feature_dim"]),
         labels=table.column("label").to_numpy().astype(np.int64),
         logits=_matrix(table, "logits", manifest["logit_dim"]) if "logits" in columns else None,
-        image_ids=table.column("image_id").to_numpy(zero_copy_only=False),
-        rows=table.column("row").to_numpy(),
-        cols=table.column("col").to_numpy(),
+        image_ids=table.column("image_id").to_numpy(zero_copy_only=False) if provenance else None,
+        rows=table.column("row").to_numpy() if provenance else None,
+        cols=table.column("col").to_numpy() if provenance else None,
         manifest=manifest,
     )
 
@@ -188,4 +212,4 @@ def _read_part(uri: str, columns: list[str], local: np.ndarray | None) -> pa.Tab
 
 def _matrix(table: pa.Table, column: str, width: int) -> np.ndarray:
     values = table.column(column).combine_chunks().flatten()
-    return values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+    return values.to_numpy(zero_copy_only=False).reshape(-1, width)
