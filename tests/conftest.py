@@ -58,8 +58,9 @@ def s3_bucket(s3_endpoint):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A small local Ray instance shared by the tests that need one."""
+def ray_local(s3_endpoint):
+    """A small local Ray instance shared by the tests that need one; started after the S3 endpoint so that its
+    workers inherit the AWS_* variables that point at it."""
     import ray
 
     ray.init(

@@ -253,3 +253,21 @@ def test_a_store_lost_before_scoring_fails_its_model_alone(ray_local, benchmark,
     assert "model 'fcn_beta': reading its pixels failed: StoreError" in error
     assert f"no complete pixel store for model 'fcn_beta' on dataset '{cities[1]}'" in error
     assert os.path.join(config.store, cities[1], "fcn_beta") in error
+
+
+def test_a_model_whose_checkpoint_cannot_be_fetched_fails_naming_it(ray_local, benchmark, tmp_path, s3_bucket):
+    import boto3
+    import torch
+
+    from otce_ray.models import build_module
+
+    local = tmp_path / "unet.pt"
+    torch.save(build_module({"name": "w", "format": "builtin", "architecture": "unet"}).state_dict(), local)
+    boto3.client("s3").upload_file(str(local), s3_bucket, "zoo/unet.pt")
+    missing = f"s3://{s3_bucket}/zoo/unet-v2.pt"
+    config = _config(tmp_path, benchmark, [_model(benchmark, "on_s3", "unet", 0, checkpoint=f"s3://{s3_bucket}/zoo/unet.pt"),
+                                           _model(benchmark, "not_there", "unet", 0, checkpoint=missing)])
+    board = run(config, progress=False).set_index("model")
+    assert board.loc["on_s3", "status"] == "ok"
+    assert board.loc["not_there", "status"] == "failed"
+    assert board.loc["not_there", "error"] == f"model 'not_there': checkpoint not found: {missing}"

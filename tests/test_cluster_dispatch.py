@@ -1,0 +1,107 @@
+"""The dispatch loop and the per-node file cache, on the session's local Ray and a loopback S3."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import boto3
+import pytest
+
+from otce_ray import fs
+from otce_ray.cluster import Cluster, Tasks, drive
+
+
+def _remote(ray):
+    """Task bodies defined here, not at module level, so Ray ships them by value (workers cannot import tests)."""
+
+    def sleep(seconds: float, value: int) -> int:
+        time.sleep(seconds)
+        return value
+
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    return ray.remote(sleep), ray.remote(fail)
+
+
+def test_tasks_respect_their_cap_and_every_call_ends_in_done_or_failed(ray_local):
+    remote_sleep, remote_fail = _remote(ray_local)
+    running, peak, done, failed = [0], [0], {}, {}
+
+    def submit(index: int):
+        def call():
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            return remote_fail.remote("no") if index == 3 else remote_sleep.remote(0.05, index)
+        return call
+
+    def on_done(key, value):
+        running[0] -= 1
+        done[key] = value
+
+    def on_failed(key, error):
+        running[0] -= 1
+        failed[key] = error
+
+    items = [(index, submit(index), f"task {index}") for index in range(8)]
+    stats = drive([Tasks("test", items, lambda: 2, on_done, on_failed)], poll_seconds=0.05)
+    assert peak[0] == 2 and stats.peak_in_flight == 2
+    assert done == {index: index for index in range(8) if index != 3}
+    assert list(failed) == [3] and "no" in str(failed[3])
+    assert stats.calls["test"] == 8 and stats.failures["test"] == 1 and stats.stuck == []
+
+
+def test_a_call_running_far_too_long_is_reported_and_still_awaited(ray_local, caplog):
+    remote_sleep, _ = _remote(ray_local)
+    done = {}
+    items = [("slow", lambda: remote_sleep.remote(2.5, 7), "the slow task")]
+    with caplog.at_level(logging.WARNING, logger="otce_ray"):
+        stats = drive([Tasks("test", items, lambda: 1, done.__setitem__, pytest.fail)], stuck_seconds=1.0,
+                      poll_seconds=0.1)
+    assert done == {"slow": 7}
+    assert len(stats.stuck) == 2  # after 1 s and after 2 s: each report waits until the call's age has doubled
+    assert stats.stuck[0].startswith("the slow task: still running after") and "the slow task" in caplog.text
+
+
+def test_the_cluster_view_defaults_every_missing_resource(ray_local):
+    view = Cluster().view
+    assert view.total("GPU") == 0.0 and view.largest("GPU") == 0.0  # no "GPU" key on this cluster at all
+    assert view.total("CPU") == 2.0 and view.slots({"CPU": 1.0, "GPU": 1.0}) == 0
+    Cluster().request([{"CPU": 1.0, "GPU": 1.0}])  # no autoscaler here: a harmless hint
+
+
+def test_an_s3_file_is_fetched_once_per_node_and_again_when_it_changes(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv(fs.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    s3 = boto3.client("s3")
+    uri = f"s3://{s3_bucket}/zoo/model.pt"
+    s3.put_object(Bucket=s3_bucket, Key="zoo/model.pt", Body=b"weights v1")
+    fetched = []
+    original = fs._download
+    monkeypatch.setattr(fs, "_download", lambda *args: fetched.append(args[1]) or original(*args))
+
+    first = fs.local_copy(uri)
+    assert open(first, "rb").read() == b"weights v1" and fs.local_copy(uri) == first and len(fetched) == 1
+    time.sleep(1.1)  # S3 modification times have one-second resolution
+    s3.put_object(Bucket=s3_bucket, Key="zoo/model.pt", Body=b"weights v2!")
+    second = fs.local_copy(uri)
+    assert second != first and open(second, "rb").read() == b"weights v2!" and len(fetched) == 2
+    local = tmp_path / "local.pt"
+    local.write_bytes(b"x")
+    assert fs.local_copy(str(local)) == str(local)  # local files are read where they are
+    with pytest.raises(FileNotFoundError, match="model-gone.pt"):
+        fs.local_copy(f"s3://{s3_bucket}/zoo/model-gone.pt")
+
+
+def test_least_recently_used_copies_are_evicted_beyond_the_budget(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv(fs.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(fs.CACHE_BYTES_ENV, "250")
+    s3 = boto3.client("s3")
+    paths = []
+    for name in ("a", "b", "c"):
+        s3.put_object(Bucket=s3_bucket, Key=f"{name}.pt", Body=bytes(100))
+        paths.append(fs.local_copy(f"s3://{s3_bucket}/{name}.pt"))
+        time.sleep(0.01)
+    assert [p.endswith(n) for p, n in zip(paths, ("a.pt", "b.pt", "c.pt"))] == [True] * 3
+    assert [os.path.exists(path) for path in paths] == [False, True, True]
