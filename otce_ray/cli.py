@@ -22,6 +22,12 @@ def _bench_extract(args: argparse.Namespace) -> int:
                          pixels_per_image=args.pixels_per_image, num_gpus=args.num_gpus, seed=args.seed)
 
 
+def _bench_cluster(args: argparse.Namespace) -> int:
+    from otce_ray.bench.cluster import main as bench_cluster
+
+    return bench_cluster(models=args.models, nodes=args.nodes, images=args.images)
+
+
 def _synth(args: argparse.Namespace) -> int:
     import time
 
@@ -125,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     extract_bench.add_argument("--num-gpus", type=float, default=None, help="per task (default: 1 with CUDA, else 0)")
     extract_bench.add_argument("--seed", type=int, default=0)
     extract_bench.set_defaults(handler=_bench_extract)
+    cluster_bench = benches.add_parser("cluster", help="runs of M models on a local multi-node cluster, data on S3")
+    cluster_bench.add_argument("--models", type=int, nargs="+", default=[20, 200, 1000])
+    cluster_bench.add_argument("--nodes", type=int, default=2, help="worker nodes (one CPU each)")
+    cluster_bench.add_argument("--images", type=int, default=4, help="images per dataset")
+    cluster_bench.set_defaults(handler=_bench_cluster)
 
     score = commands.add_parser("score", help="extract what is missing, score every model, write the leaderboard")
     score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")

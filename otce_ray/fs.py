@@ -2,7 +2,8 @@
 
 Every reader and writer in otce-ray goes through here so that S3 settings (endpoint, region) are resolved once and
 identically on the driver and on Ray workers. ``AWS_ENDPOINT_URL`` (honoured by boto3 too) points both at a
-non-AWS endpoint such as MinIO or a moto server.
+non-AWS endpoint such as MinIO or a moto server; on AWS, the region is the configured one or the bucket's own.
+Remote model files are copied to each node once (``local_copy``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,28 @@ def _s3_filesystem(endpoint: str | None, region: str) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
-    """The S3 filesystem configured from the environment (AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION)."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return _s3_filesystem(os.environ.get("AWS_ENDPOINT_URL") or None, region)
+@lru_cache(maxsize=None)
+def bucket_region(bucket: str) -> str:
+    """The AWS region a bucket lives in, asked of S3 once per bucket and process."""
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError as error:
+        raise OSError(f"cannot find the region of S3 bucket {bucket!r} ({error}); set AWS_REGION to the bucket's "
+                      "region") from error
+
+
+def s3_filesystem(bucket: str) -> pafs.S3FileSystem:
+    """The S3 filesystem for ``bucket``, configured from the environment.
+
+    ``AWS_ENDPOINT_URL`` points at another endpoint (MinIO, a moto server), which takes any region. On AWS itself the
+    region is ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` when set, else the bucket's own (never a silent us-east-1:
+    requests to the wrong region fail, or cross regions at a cost).
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region is None:
+        region = "us-east-1" if endpoint else bucket_region(bucket)
+    return _s3_filesystem(endpoint, region)
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -53,7 +72,8 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """
     uri = str(uri)
     if is_s3(uri):
-        return s3_filesystem(), uri[len("s3://"):].rstrip("/")
+        path = uri[len("s3://"):].rstrip("/")
+        return s3_filesystem(path.split("/", 1)[0]), path
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 

@@ -105,3 +105,17 @@ def test_least_recently_used_copies_are_evicted_beyond_the_budget(s3_bucket, tmp
         time.sleep(0.01)
     assert [p.endswith(n) for p, n in zip(paths, ("a.pt", "b.pt", "c.pt"))] == [True] * 3
     assert [os.path.exists(path) for path in paths] == [False, True, True]
+
+
+def test_the_s3_region_is_the_configured_one_or_the_buckets_own(monkeypatch):
+    asked = []
+    monkeypatch.setattr(fs.pafs, "resolve_s3_region", lambda bucket: asked.append(bucket) or "eu-central-1")
+    fs.bucket_region.cache_clear()
+    for name in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert fs.resolve("s3://eu-data/x/y.png")[0].region == "eu-central-1" and asked == ["eu-data"]
+    fs.resolve("s3://eu-data/z.png")
+    assert asked == ["eu-data"]  # once per bucket
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert fs.resolve("s3://other/x")[0].region == "us-west-2" and asked == ["eu-data"]
+    fs.bucket_region.cache_clear()

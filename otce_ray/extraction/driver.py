@@ -58,6 +58,8 @@ class ExtractionSummary:
     model_loads: int = 0
     feature_dim: int | None = None
     logit_dim: int | None = None
+    started_at: float | None = None  # wall clock (epoch seconds) of its first shard's dispatch, and of its last result
+    finished_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +87,7 @@ class StoreJob:
     error: str | None = None
     queued: int = 0
     running: int = 0
-    started: float | None = None
+    started: float | None = None  # time.time() of the first dispatch and of the last result
     finished: float = 0.0
 
     @property
@@ -191,7 +193,7 @@ class ExtractionJobs:
             worker.model, worker.busy = job.model, worker.busy + 1
             job.running += 1
             self._running += 1
-            job.started = job.started or time.perf_counter()
+            job.started = job.started or time.time()
             ref = worker.handle.extract.remote(job.request, shard, job.shards[shard], self.batch_size)
             calls.append(Call(("shard", worker.index, job, shard), ref,
                               f"extraction of model {job.model!r} on {job.request.dataset!r}, shard {shard + 1}/"
@@ -297,7 +299,7 @@ class ExtractionJobs:
 
     def _record(self, job: StoreJob, result: ShardResult) -> None:
         job.results[result.shard] = result
-        job.finished = time.perf_counter()
+        job.finished = time.time()
         if result.status == "failed" and job.error is None:
             job.error = result.error
             self._drop_model(job.model, f"not extracted: {result.error}")
@@ -307,7 +309,7 @@ class ExtractionJobs:
         complete = len(job.results) == len(job.shards)
         if job.running or job.queued or not (complete or job.error) or job.finished < 0:
             return
-        job.finished = job.finished or time.perf_counter()
+        job.finished = job.finished or time.time()
         summary = finish_job(job)
         job.finished = -1.0  # reported: never again
         self.on_store(summary)
@@ -337,6 +339,8 @@ def finish_job(job: StoreJob) -> ExtractionSummary:
         model_loads=sum(r.model_loads for r in results),
         feature_dim=written[0].feature_dim if written else None,
         logit_dim=written[0].logit_dim if written else None,
+        started_at=job.started,
+        finished_at=job.finished,
     )
     if job.error:
         return summary

@@ -1,10 +1,11 @@
 """A pool of extraction workers sized to the cluster as it is now: it grows as nodes join and replaces lost workers.
 
-The pool never starts more workers than the cluster can run at once, plus one: that one waits for resources, which
-is what an autoscaler acts on, and the capacity the queued work could use is also asked for directly
-(``Cluster.request``). On CPUs, workers take at most half the CPUs, leaving the rest to the scoring tasks that run at
-the same time. A worker is given work only once it has started; workers that are idle with nothing queued are
-retired, which frees their GPU (and lets an autoscaler scale down).
+The pool never starts more workers than the cluster can run at once (one while it can run none: that one waits for
+resources, which is what an autoscaler acts on), and the capacity the queued work could use is also asked for
+directly (``Cluster.request``). A worker is given work only once it has started; workers that are idle with nothing
+queued are retired, which frees their GPU or CPU for scoring (and lets an autoscaler scale down). On a machine
+without GPUs, extraction and scoring are both CPU-bound, so workers may take every CPU: scoring tasks wait for the
+CPUs the retiring workers free, and the total time is the same as with the CPUs split.
 """
 
 from __future__ import annotations
@@ -58,16 +59,15 @@ class WorkerPool:
 
     def capacity(self) -> int:
         """Workers the cluster can run at once now (0 while no node can host one)."""
-        slots = self.cluster.view.slots(self.demand)
-        return slots if self.settings.num_gpus > 0 else slots // 2
+        return self.cluster.view.slots(self.demand)
 
     def grow(self, work: int) -> list[Call]:
-        """Start workers for ``work`` shards waiting or running, up to the cluster's capacity plus one waiting for
-        resources; returns the calls that tell when each new worker has started."""
+        """Start workers for ``work`` shards waiting or running, up to the cluster's capacity (one when it has none,
+        to wait for the autoscaler); returns the calls that tell when each new worker has started."""
         limit = self.settings.max_workers or math.inf
         wanted = int(min(limit, math.ceil(work / CONCURRENT_SHARDS)))
         self.cluster.request([self.demand] * wanted)
-        target = min(wanted, self.capacity() + 1) if wanted else 0
+        target = min(wanted, max(self.capacity(), 1))
         calls = []
         while len(self.workers) < target:
             index = next(self._numbers)
