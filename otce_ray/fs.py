@@ -106,8 +106,9 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def list_files(uri: str) -> list[str]:
-    """All files below a directory, recursively, as sorted '/'-separated paths relative to it.
+def list_stamped(uri: str) -> dict[str, tuple[int, int]]:
+    """Every file below a directory, recursively, by '/'-separated path relative to it: (size, modification time in
+    ns). On S3 this is the LIST a listing costs anyway; the stamps let a run notice files rewritten or added since.
 
     Raises FileNotFoundError when the directory does not exist (on S3: when no object has that prefix), so a
     mistyped root is reported instead of looking like an empty dataset.
@@ -118,7 +119,30 @@ def list_files(uri: str) -> list[str]:
     if not infos and filesystem.get_file_info(path).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"no such directory: {uri}")
     prefix = path.rstrip("/") + "/"
-    return sorted(info.path[len(prefix):] for info in infos if info.type == pafs.FileType.File)
+    return {info.path[len(prefix):]: (info.size, info.mtime_ns or 0) for info in infos
+            if info.type == pafs.FileType.File}
+
+
+def list_files(uri: str) -> list[str]:
+    """The sorted relative paths of ``list_stamped``."""
+    return sorted(list_stamped(uri))
+
+
+def s3_etag(uri: str) -> str:
+    """The ETag of an S3 object (a hash of its content, from a HEAD request); FileNotFoundError when it is absent."""
+    import boto3
+    import botocore.exceptions
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    region = s3_filesystem(bucket).region
+    try:
+        return boto3.client("s3", region_name=region).head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    except botocore.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(f"no such file: {uri}") from None
+        raise OSError(f"cannot reach {uri}: {error}") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise OSError(f"cannot reach {uri}: {error}") from error
 
 
 CACHE_DIR_ENV = "OTCE_RAY_CACHE_DIR"  # where a node keeps its copies of remote files (default: the temp dir)

@@ -32,7 +32,7 @@ def write_store(store: str, parts: list[int], *, key: str = "k1", dtype: str = "
         if not logits:
             data["logits"] = None
         table = pixel_table(**data, metadata={"key": key, "rows": rows}, feature_dtype=dtype)
-        write_part(part_uri(store, dataset, model, shard), table)
+        write_part(part_uri(store, dataset, model, key, shard), table)
         entries.append({"file": part_name(shard), "shard": shard, "rows": rows, "images": 1})
         offset += rows
     write_manifest(store, dataset, model, {"key": key, "feature_dim": 6, "logit_dim": 3 if logits else None,

@@ -153,7 +153,7 @@ def test_run_shard_writes_once_then_skips(tmp_path):
     assert result.status == "written" and result.images == 2 and result.feature_dim == 32 and result.logit_dim == 4
     assert result.model_loads == 1 and set(result.timings) == set(PHASES)
     assert result.timings["forward"] > 0 and result.timings["decode"] > 0 and result.timings["write"] > 0
-    uri = part_uri(request.store, "dsA", "u", 1)
+    uri = part_uri(request.store, "dsA", "u", request.key, 1)
     metadata = part_metadata(uri)
     assert metadata["key"] == request.key and metadata["shard"] == 1 and metadata["rows"] == result.rows
     assert metadata["feature_layer"] == "output" and metadata["pixels_per_image"] == 30
@@ -172,10 +172,10 @@ def test_a_worker_loads_each_model_once_and_shards_match_a_fresh_load(tmp_path):
     models = ModelCache(capacity=1)
     loads = [run_shard(request, shard, _shard(dataset, shard, 3), 2, models=models).model_loads for shard in range(3)]
     assert loads == [1, 0, 0]
-    cached = read_part(part_uri(request.store, "dsA", "u", 2))
+    cached = read_part(part_uri(request.store, "dsA", "u", request.key, 2))
     fresh = _request(tmp_path / "fresh", spec, dataset, num_shards=3)
     assert run_shard(fresh, 2, _shard(dataset, 2, 3), 2).model_loads == 1
-    assert read_part(part_uri(fresh.store, "dsA", "u", 2)).equals(cached)
+    assert read_part(part_uri(fresh.store, "dsA", "u", fresh.key, 2)).equals(cached)
 
 
 def test_run_shard_reports_failures_instead_of_raising(tmp_path):

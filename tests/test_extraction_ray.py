@@ -18,7 +18,7 @@ from PIL import Image
 from test_extraction_nets import ConstantNet, CoordNet, expected_fractions, expected_rows, write_folder_dataset
 
 from otce_ray.extraction import extract_model, run_extraction
-from otce_ray.store import is_complete, manifest_uri, part_uri, read_pixels
+from otce_ray.store import complete_keys, manifest_uri, part_uri, read_pixels
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PIXELS = 50
@@ -85,8 +85,8 @@ def test_two_models_two_datasets_complete_with_schema_and_counts(extracted, zoo)
     for summary in summaries:
         spec = next(d for d in datasets if d["name"] == summary.dataset)
         assert summary.rows == expected_rows(spec, PIXELS) and summary.shards_written == 3
-        assert is_complete(store, summary.dataset, summary.model, key=summary.key)
-    schema = pq.read_schema(part_uri(store, "dsA", "psp", 0))
+        assert complete_keys(store, summary.dataset, summary.model) == [summary.key]
+    schema = pq.read_schema(part_uri(store, "dsA", "psp", summaries[2].key, 0))
     assert schema.names == ["image_id", "row", "col", "label", "features", "logits"]
     assert schema.field("features").type == pa.list_(pa.float16(), 32)
     assert schema.field("logits").type == pa.list_(pa.float16(), 19)
@@ -122,15 +122,16 @@ def test_rerun_writes_nothing_and_a_partial_store_resumes(extracted, zoo):
 
     # as if the job was killed after two of three shards: no manifest, one part missing
     old = read_pixels(store, "dsA", "coord")
-    os.remove(manifest_uri(store, "dsA", "coord"))
-    os.remove(part_uri(store, "dsA", "coord", 1))
+    key = summaries[0].key
+    os.remove(manifest_uri(store, "dsA", "coord", key))
+    os.remove(part_uri(store, "dsA", "coord", key, 1))
     summary = extract_model(models[0], datasets[0], store, pixels_per_image=PIXELS, batch_size=2, num_gpus=0.5,
                             seed=0, num_shards=3)
     assert (summary.status, summary.shards_written, summary.shards_reused) == ("ok", 1, 2)
     after = _mtimes(store)
     assert after.keys() == before.keys()
     rewritten = {path for path in before if after[path] != before[path]}
-    assert rewritten == {part_uri(store, "dsA", "coord", 1), manifest_uri(store, "dsA", "coord")}
+    assert rewritten == {part_uri(store, "dsA", "coord", key, 1), manifest_uri(store, "dsA", "coord", key)}
     new = read_pixels(store, "dsA", "coord")
     np.testing.assert_array_equal(new.features, old.features)
     np.testing.assert_array_equal(new.rows, old.rows)
@@ -166,15 +167,17 @@ def test_failing_models_are_recorded_and_the_others_go_on(cluster, zoo, tmp_path
     summaries = run_extraction(models, {m["name"]: datasets[1:] for m in models}, str(tmp_path / "store"),
                                pixels_per_image=10, num_gpus=0.5, num_shards=2)
     by_model = {s.model: s for s in summaries}
-    assert by_model["good"].status == "ok" and is_complete(str(tmp_path / "store"), "dsB", "good")
+    assert by_model["good"].status == "ok" and complete_keys(str(tmp_path / "store"), "dsB", "good")
     assert by_model["missing"].error.startswith("model 'missing': TorchScript file not found")
     assert by_model["nan"].error.startswith("model 'nan': features contain NaN/Inf on image 'img00")
-    assert "entrypoint 'not_a_module:build' does not import" in by_model["noimport"].error
+    assert by_model["noimport"].error.startswith("model 'noimport': entrypoint module 'not_a_module' does not import "
+                                                 "on the driver")
     assert by_model["bad-spec"].error == "model 'bad-spec': field 'architecture' is required for format 'builtin'"
     assert by_model["bad-spec"].dataset == "dsB"
+    assert by_model["missing"].status == "failed" and by_model["missing"].error.endswith("absent.pt")  # at planning
+    assert by_model["nan"].status == "failed" and "dataset 'dsB' shard" in by_model["nan"].error
     for name in ("missing", "nan", "noimport"):
-        assert by_model[name].status == "failed" and "dataset 'dsB' shard" in by_model[name].error
-        assert not is_complete(str(tmp_path / "store"), "dsB", name)
+        assert by_model[name].status == "failed" and not complete_keys(str(tmp_path / "store"), "dsB", name)
 
 
 def test_unreachable_s3_checkpoint_is_recorded(cluster, zoo, tmp_path, monkeypatch):
@@ -212,7 +215,7 @@ def test_s3_dataset_and_store_through_ray(cluster, zoo, s3_bucket):
     store = f"s3://{s3_bucket}/stores"
     summary = extract_model(models[0], remote, store, pixels_per_image=PIXELS, batch_size=2, num_gpus=0.5, seed=0,
                             num_shards=2)
-    assert summary.status == "ok" and is_complete(store, "dsB", "coord")
+    assert summary.status == "ok" and complete_keys(store, "dsB", "coord") == [summary.key]
     pixels = read_pixels(store, "dsB", "coord", sample=100, seed=0)
     assert len(pixels) == 100
     np.testing.assert_allclose(pixels.features[:, 0], expected_fractions(pixels.rows, 40, 10), atol=1e-3)
@@ -226,12 +229,13 @@ def test_more_gpus_per_task_than_the_cluster_has_is_refused(cluster, zoo, tmp_pa
         extract_model(zoo[0][1], zoo[1][1], str(tmp_path), num_gpus=4)
 
 
-def test_changed_settings_replace_the_store_instead_of_reusing_it(cluster, zoo, tmp_path):
+def test_changed_settings_extract_a_store_of_their_own_beside_the_first(cluster, zoo, tmp_path):
     models, datasets = zoo
     first = extract_model(models[1], datasets[1], str(tmp_path), pixels_per_image=10, batch_size=2, num_gpus=0.5,
                           seed=0, num_shards=2)
     second = extract_model(models[1], datasets[1], str(tmp_path), pixels_per_image=20, batch_size=2, num_gpus=0.5,
                            seed=0, num_shards=2)
     assert (second.status, second.shards_written, second.shards_reused) == ("ok", 2, 0)
-    assert second.key != first.key and is_complete(str(tmp_path), "dsB", "psp", key=second.key)
-    assert len(read_pixels(str(tmp_path), "dsB", "psp")) == expected_rows(datasets[1], 20)
+    assert second.key != first.key and complete_keys(str(tmp_path), "dsB", "psp") == sorted([first.key, second.key])
+    assert len(read_pixels(str(tmp_path), "dsB", "psp", key=second.key)) == expected_rows(datasets[1], 20)
+    assert len(read_pixels(str(tmp_path), "dsB", "psp", key=first.key)) == expected_rows(datasets[1], 10)

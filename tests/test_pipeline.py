@@ -17,7 +17,7 @@ from otce_ray.pipeline import run
 from otce_ray.pipeline.repeat import sample_seeds
 from otce_ray.scoring.baselines import BASELINES
 from otce_ray.scoring.estimator import otce_score
-from otce_ray.store import read_pixels, retract_manifest
+from otce_ray.store import manifest_uri, read_pixels
 
 run_module = importlib.import_module("otce_ray.pipeline.run")  # the package's ``run`` is the function
 scoring_module = importlib.import_module("otce_ray.pipeline.scoring")
@@ -240,7 +240,7 @@ def test_a_store_lost_before_scoring_fails_its_model_alone(ray_local, benchmark,
 
     def lose_store(jobs, model):  # gone after the plan found it complete, just before its loader reads it
         if model.name == "fcn_beta":
-            retract_manifest(config.store, cities[1], "fcn_beta")
+            os.remove(manifest_uri(config.store, cities[1], "fcn_beta", model.stores[cities[1]].key))
         return original(jobs, model)
 
     monkeypatch.setattr(scoring_module.ScoringJobs, "_load_pixels", lose_store)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 
 from otce_ray import fs
 from otce_ray.cluster import ClusterView, resolve_num_gpus
 from otce_ray.config import parse_config
-from otce_ray.datasets import DatasetError, dataset_fingerprint
+from otce_ray.datasets import DatasetError
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.extraction import ExtractionSummary, StorePlan
 from otce_ray.leaderboard import ModelResult, record_result
-from otce_ray.models import ModelSpec
-from otce_ray.pipeline import plan as plan_module
-from otce_ray.pipeline.plan import decide_resources, make_plan, model_fingerprint
+from otce_ray.pipeline.plan import decide_resources, make_plan
 from otce_ray.store import write_manifest
 
 LAPTOP = ClusterView(({"CPU": 2.0, "object_store_memory": 1e8},))
@@ -44,15 +41,14 @@ def _raw(benchmark, tmp_path, **sections) -> dict:
 
 
 def _fingerprint(config, name: str) -> str:
-    spec = config.model(name)
-    datasets = {d["name"]: dataset_fingerprint(d) for d in (config.target, *(m["source"] for m in config.models))}
-    return model_fingerprint(config, spec, ModelSpec.from_dict(spec).file_stamps(), datasets)
+    """The fingerprint the plan gives ``name``."""
+    return next(model.fingerprint for model in make_plan(config, LAPTOP, reuse=False).models if model.name == name)
 
 
 def test_each_dataset_is_listed_once_per_run_and_shards_carry_their_files(benchmark, tmp_path, monkeypatch):
     listed: list[str] = []
-    original = fs.list_files
-    monkeypatch.setattr(fs, "list_files", lambda uri: listed.append(uri) or original(uri))
+    original = fs.list_stamped
+    monkeypatch.setattr(fs, "list_stamped", lambda uri: listed.append(uri) or original(uri))
     config = parse_config(_raw(benchmark, tmp_path), base_dir=str(tmp_path))
     plan = make_plan(config, LAPTOP)
 
@@ -154,16 +150,8 @@ def test_model_fingerprint_tracks_what_determines_the_score(benchmark, tmp_path)
         config, "unet_alpha")
     assert _fingerprint(config, "unet_alpha") != _fingerprint(config, "unet_beta")
     for section, key, value in (("otce", "n_pixels", 1000), ("otce", "standardise", True),
-                                ("extraction", "pixels_per_image", 10)):
+                                ("extraction", "pixels_per_image", 10), ("baselines", "n_pixels", 100)):
         changed = copy.deepcopy(raw)
         changed.setdefault(section, {})[key] = value
         assert _fingerprint(parse_config(changed, base_dir=str(tmp_path)), "unet_alpha") != _fingerprint(
             config, "unet_alpha"), key
-
-
-def test_standardise_off_keeps_the_result_key_of_records_written_before_the_option(benchmark, tmp_path):
-    """Resume must reuse results written before ``otce.standardise`` existed: off, it is not part of the key."""
-    config = parse_config(_raw(benchmark, tmp_path), base_dir=str(tmp_path))
-    assert config.otce.standardise is False
-    assert "standardise" not in plan_module._otce_key(config.otce)
-    assert plan_module._otce_key(dataclasses.replace(config.otce, standardise=True))["standardise"] is True

@@ -11,14 +11,14 @@ import pytest
 
 from otce_ray.store import (
     StoreError,
-    is_complete,
+    complete_keys,
+    manifest_uri,
     part_metadata,
     part_uri,
     pixel_table,
     read_manifest,
     read_pixels,
     read_samples,
-    retract_manifest,
     write_part,
 )
 from otce_ray.store.parts import ROW_GROUP_ROWS
@@ -42,7 +42,7 @@ def test_schema_types_and_metadata(tmp_path):
 
 def test_write_part_leaves_no_temporary_files(tmp_path):
     write_store(str(tmp_path), [5, 7])
-    assert sorted(p.name for p in (tmp_path / "ds" / "m").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ds" / "m" / "k1").iterdir()) == [
         "_manifest.json", "part-00000.parquet", "part-00001.parquet"]
 
 
@@ -127,7 +127,7 @@ def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):
     assert len(together.pixels) <= sum(size for size, _ in samples) and together.total == total
     for size, seed in samples:
         _assert_same_pixels(together.sample(size, seed), read_pixels(store, "ds", "m", sample=size, seed=seed))
-    with pytest.raises(ValueError, match=r"sample \(size 1000, seed 7\) of .*ds/m was not among those read"):
+    with pytest.raises(ValueError, match=r"sample \(size 1000, seed 7\) of .*ds/m/k1 was not among those read"):
         together.sample(1000, 7)
     with pytest.raises(ValueError, match=r"sample \(size 1000000, seed 0\)"):
         together.sample(10**6, 0)  # every row: not held
@@ -152,52 +152,64 @@ def test_store_without_logits(tmp_path):
     assert read_pixels(str(tmp_path), "ds", "m").logits is None
 
 
-def test_completion_is_the_manifest_and_its_key(tmp_path):
+def test_completion_is_the_manifest_in_the_keys_folder(tmp_path):
     store = str(tmp_path)
-    assert not is_complete(store, "ds", "m")
-    write_part(part_uri(store, "ds", "m", 0), pixel_table(**columns(5), metadata={"key": "k1"}))
-    assert not is_complete(store, "ds", "m")  # parts alone never read as complete
+    assert complete_keys(store, "ds", "m") == [] and read_manifest(store, "ds", "m", "k1") is None
+    write_part(part_uri(store, "ds", "m", "k1", 0), pixel_table(**columns(5), metadata={"key": "k1"}))
+    assert complete_keys(store, "ds", "m") == []  # parts alone never read as complete
     with pytest.raises(StoreError, match=r"no complete pixel store for model 'm' on dataset 'ds' at .*ds/m"):
         read_pixels(store, "ds", "m")
     write_store(store, [5])
-    assert is_complete(store, "ds", "m") and is_complete(store, "ds", "m", key="k1")
-    assert not is_complete(store, "ds", "m", key="k2")
-    with pytest.raises(StoreError, match="written for other settings"):
+    assert complete_keys(store, "ds", "m") == ["k1"] and read_manifest(store, "ds", "m", "k1")["rows"] == 5
+    assert len(read_pixels(store, "ds", "m")) == 5 == len(read_pixels(store, "ds", "m", key="k1"))
+    with pytest.raises(StoreError, match="no complete pixel store .* for key k2"):
         read_pixels(store, "ds", "m", key="k2")
-    retract_manifest(store, "ds", "m")
-    retract_manifest(store, "ds", "m")  # idempotent
-    assert read_manifest(store, "ds", "m") is None
+
+
+def test_stores_of_other_settings_live_side_by_side_and_are_never_mixed(tmp_path):
+    store = str(tmp_path)
+    write_store(store, [30], key="k1")
+    write_store(store, [50], key="k2")
+    assert complete_keys(store, "ds", "m") == ["k1", "k2"]
+    assert len(read_pixels(store, "ds", "m", key="k1")) == 30 and len(read_pixels(store, "ds", "m", key="k2")) == 50
+    with pytest.raises(StoreError, match=r"holds complete stores for 2 settings \(k1, k2\): pass key"):
+        read_pixels(store, "ds", "m")
+    # a part written for other settings in this key's folder (by a writer that ignored the layout) is refused
+    os.replace(part_uri(store, "ds", "m", "k2", 0), part_uri(store, "ds", "m", "k1", 0))
+    with pytest.raises(StoreError, match=r"cannot read part .*k1/part-00000\.parquet .*written for key 'k2', its "
+                                         r"manifest is for 'k1'"):
+        read_samples(store, "ds", "m", [(10, 0)], key="k1")
 
 
 def test_s3_round_trip(s3_bucket):
     store = f"s3://{s3_bucket}/stores/run1"
     total = write_store(store, [120, 80], dtype="float16")
-    assert is_complete(store, "ds", "m")
-    assert part_metadata(part_uri(store, "ds", "m", 1)) == {"key": "k1", "rows": 80}
+    assert complete_keys(store, "ds", "m") == ["k1"]
+    assert part_metadata(part_uri(store, "ds", "m", "k1", 1)) == {"key": "k1", "rows": 80}
     pixels = read_pixels(store, "ds", "m", sample=50, seed=1)
     assert len(pixels) == 50 and pixels.features.shape == (50, 6)
     np.testing.assert_array_equal(read_pixels(store, "ds", "m").features[:, 0], np.arange(total))
-    retract_manifest(store, "ds", "m")
-    assert not is_complete(store, "ds", "m")
 
 
-def test_a_corrupt_manifest_is_an_error_naming_the_file(tmp_path):
-    from otce_ray.store import StoreError, manifest_uri, read_manifest
-
-    uri = manifest_uri(str(tmp_path), "alpha", "unet")
+def test_a_corrupt_or_misplaced_manifest_is_an_error_naming_the_file(tmp_path):
+    uri = manifest_uri(str(tmp_path), "alpha", "unet", "k1")
     os.makedirs(os.path.dirname(uri))
     with open(uri, "w") as handle:
         handle.write("{not json")
-    with pytest.raises(StoreError, match="_manifest.json: not a valid manifest"):
-        read_manifest(str(tmp_path), "alpha", "unet")
+    with pytest.raises(StoreError, match="k1/_manifest.json: not a valid manifest"):
+        read_manifest(str(tmp_path), "alpha", "unet", "k1")
+    with open(uri, "w") as handle:
+        handle.write('{"key": "k9"}')
+    with pytest.raises(StoreError, match="a manifest for key 'k9' in the folder of key 'k1'"):
+        read_manifest(str(tmp_path), "alpha", "unet", "k1")
 
 
 def test_a_truncated_part_is_an_error_naming_the_part_and_the_store(tmp_path):
     store = str(tmp_path)
     write_store(store, [300, 200], dataset="ds")
-    part = sorted((tmp_path / "ds" / "m").glob("part-*.parquet"))[1]
+    part = sorted((tmp_path / "ds" / "m" / "k1").glob("part-*.parquet"))[1]
     part.write_bytes(part.read_bytes()[:100])
-    with pytest.raises(StoreError, match=r"pixel store .*ds/m: cannot read part .*part-00001\.parquet .*delete "
+    with pytest.raises(StoreError, match=r"pixel store .*ds/m/k1: cannot read part .*part-00001\.parquet .*delete "
                                          r".*_manifest\.json"):
         read_pixels(store, "ds", "m")
     with pytest.raises(StoreError, match="part-00001.parquet"):

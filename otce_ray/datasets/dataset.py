@@ -5,6 +5,7 @@ It is shipped to Ray tasks, so it holds strings and a small lookup table, never 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from otce_ray.datasets.images import read_image, read_mask
 from otce_ray.datasets.labels import LabelLookup
 from otce_ray.datasets.layouts import Sample, list_samples
 from otce_ray.datasets.selection import shard
-from otce_ray.datasets.spec import DatasetError, check_shard, normalize_spec
+from otce_ray.datasets.spec import DatasetError, check_shard, dataset_fingerprint, normalize_spec
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,19 @@ class SegmentationDataset:
     logged as a warning and recorded in :attr:`skipped` (file and reason), and iteration goes on.
     """
 
-    def __init__(self, spec: dict[str, Any], samples: list[Sample], lookup: LabelLookup):
+    def __init__(self, spec: dict[str, Any], samples: list[Sample], lookup: LabelLookup, content: str = ""):
         self.spec = spec
         self._samples = samples
         self._lookup = lookup
+        self.content = content  # digest of the listed files' names, sizes and modification times
         self.skipped: list[SkippedFile] = []
+
+    @property
+    def fingerprint(self) -> str:
+        """What determines the pixels this dataset yields: its spec's fingerprint and its files as listed, so a
+        rewritten mask or an added image changes it."""
+        payload = f"{dataset_fingerprint(self.spec)}\0{self.content}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
     def name(self) -> str:
@@ -86,7 +95,7 @@ class SegmentationDataset:
     def shard(self, index: int, count: int) -> SegmentationDataset:
         """The view holding shard ``index`` of ``count``: each image lies in exactly one shard."""
         index, count = check_shard(index, count, f"dataset {self.name!r}: shard")
-        return SegmentationDataset(self.spec, shard(self._samples, index, count), self._lookup)
+        return SegmentationDataset(self.spec, shard(self._samples, index, count), self._lookup, self.content)
 
     def load(self, sample: Sample) -> Item:
         """Read and decode one image and its mask (thread-safe); ``DatasetError`` names a broken file."""
@@ -111,8 +120,7 @@ def open_dataset(spec: Mapping[str, Any]) -> SegmentationDataset:
     Spec keys 'shard_index' and 'num_shards', when given, return that shard directly.
     """
     canonical = normalize_spec(spec)
-    samples, lookup = list_samples(canonical)
-    dataset = SegmentationDataset(canonical, samples, lookup)
+    dataset = SegmentationDataset(canonical, *list_samples(canonical))
     if "num_shards" in canonical:
         return dataset.shard(canonical["shard_index"], canonical["num_shards"])
     return dataset

@@ -7,8 +7,9 @@ Listing goes through :mod:`otce_ray.fs`, so a root can be a local directory or a
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from otce_ray import fs
 from otce_ray.datasets.labels import LabelLookup, cityscapes_lookup, label_map_lookup, train_id_lookup
@@ -51,15 +52,17 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup]:
-    """The selected samples of a normalized spec, sorted by image id, and the lookup for their masks.
+def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup, str]:
+    """The selected samples of a normalized spec, sorted by image id, the lookup for their masks, and a digest of
+    the selected files' names, sizes and modification times (from the same listing).
 
     Selection order: every image of the layout, then spec key 'cities', then the seeded 'max_images' subset;
     only then are masks paired, so a broken file outside the selection does not matter.
     """
     layout = LAYOUTS[spec["format"]]
     image_dir = fs.join(spec["root"], layout.images.format(**spec))
-    images = _by_id(_list(image_dir, spec), layout.image_suffixes, image_dir)
+    image_stamps = _list(image_dir, spec)
+    images = _by_id(image_stamps, layout.image_suffixes, image_dir)
     if not images:
         raise DatasetError(
             f"dataset {spec['name']!r}: no image named *{'|*'.join(layout.image_suffixes)} under {image_dir} "
@@ -69,34 +72,39 @@ def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup]:
         images = _of_cities(images, spec, image_dir)
     chosen = seeded_subset(list(images), spec["max_images"], spec["seed"])
     mask_dir = fs.join(spec["root"], layout.masks.format(**spec))
-    masks = _by_id(_list(mask_dir, spec), layout.mask_suffixes, mask_dir)
+    mask_stamps = _list(mask_dir, spec)
+    masks = _by_id(mask_stamps, layout.mask_suffixes, mask_dir)
     samples = []
+    digest = hashlib.sha256()
     for image_id in chosen:
         image_uri = fs.join(image_dir, images[image_id])
-        if image_id in masks:
-            samples.append(Sample(image_id, image_uri, fs.join(mask_dir, masks[image_id])))
+        mask = masks.get(image_id)
+        stamps = (images[image_id], *image_stamps[images[image_id]], mask, *mask_stamps.get(mask, ()))
+        digest.update(repr(stamps).encode())
+        if mask is not None:
+            samples.append(Sample(image_id, image_uri, fs.join(mask_dir, mask)))
             continue
         expected = fs.join(mask_dir, image_id + layout.mask_suffixes[0])
         if spec["on_error"] != "skip":
             alternatives = f" (or {', '.join(layout.mask_suffixes[1:])})" if len(layout.mask_suffixes) > 1 else ""
             raise DatasetError(f"{image_uri}: missing mask, expected {expected}{alternatives}", uri=image_uri)
         samples.append(Sample(image_id, image_uri, None))
-    return samples, layout.lookup(spec)
+    return samples, layout.lookup(spec), digest.hexdigest()
 
 
-def _list(directory: str, spec: dict[str, Any]) -> list[str]:
+def _list(directory: str, spec: dict[str, Any]) -> dict[str, tuple[int, int]]:
     try:
-        return fs.list_files(directory)
+        return fs.list_stamped(directory)
     except FileNotFoundError as error:
         keys = "'root' and 'split'" if "split" in spec else "'root'"
         raise DatasetError(f"dataset {spec['name']!r}: directory {directory} does not exist (check spec keys "
                            f"{keys})", uri=directory) from error
 
 
-def _by_id(files: list[str], suffixes: tuple[str, ...], directory: str) -> dict[str, str]:
+def _by_id(files: Iterable[str], suffixes: tuple[str, ...], directory: str) -> dict[str, str]:
     """Image id -> relative path for the files with one of the suffixes (case-insensitive); others are ignored."""
     found: dict[str, str] = {}
-    for path in files:
+    for path in sorted(files):
         suffix = next((s for s in suffixes if path.lower().endswith(s.lower())), None)
         if suffix is None:
             continue

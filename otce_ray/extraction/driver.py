@@ -25,7 +25,8 @@ from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.pool import WorkerPool, WorkerSettings, wait_message
 from otce_ray.extraction.shard import DECODE_THREADS, ExtractionRequest, ShardResult
 from otce_ray.models import ModelError, ModelSpec
-from otce_ray.store import FEATURE_DTYPES, read_manifest, retract_manifest, write_manifest
+from otce_ray.models.identity import model_identity
+from otce_ray.store import FEATURE_DTYPES, read_manifest, write_manifest
 from otce_ray.store.layout import part_name
 
 logger = logging.getLogger("otce_ray")
@@ -112,7 +113,7 @@ def plan_store(
     seed: int,
     num_shards: int | None,
     feature_dtype: str,
-    model_files: Mapping[str, Any],
+    model_identity: Mapping[str, Any],
     dataset_fingerprint: str,
 ) -> StorePlan | ExtractionSummary:
     """The plan for one pair, or its final summary when its store is already complete for the same settings."""
@@ -123,16 +124,14 @@ def plan_store(
         request = ExtractionRequest(
             model=spec, dataset=dataset.name, dataset_fingerprint=dataset_fingerprint, store=store,
             pixels_per_image=pixels_per_image, seed=seed, num_shards=shards, feature_dtype=feature_dtype,
-            model_files=dict(model_files),
+            model_identity=dict(model_identity),
         )
-        manifest = read_manifest(store, dataset.name, spec.name)
-        if manifest is not None and manifest.get("key") == request.key:
+        manifest = read_manifest(store, dataset.name, spec.name, request.key)
+        if manifest is not None:
             return ExtractionSummary(
                 spec.name, dataset.name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
                 key=request.key, feature_dim=manifest.get("feature_dim"), logit_dim=manifest.get("logit_dim"),
             )
-        if manifest is not None:  # written for other settings: it must not read as complete while parts change
-            retract_manifest(store, dataset.name, spec.name)
     except Exception as error:  # noqa: BLE001 - this pair fails, the run goes on
         return ExtractionSummary(spec.name, dataset.name, "failed", error=describe(spec.name, error))
     return StorePlan(request, tuple(dataset.shard(index, shards) for index in range(shards)))
@@ -393,7 +392,7 @@ def run_extraction(
         wanted = [_name_of(spec) for spec in dataset_specs_per_model.get(name, ())]
         try:
             spec = ModelSpec.from_dict(entry)
-            files = spec.file_stamps()
+            identity = model_identity(spec)
         except ValueError as error:
             planned.extend(ExtractionSummary(name, dataset, "failed", error=describe(name, error))
                            for dataset in wanted or ["-"])
@@ -404,7 +403,7 @@ def run_extraction(
                 planned.append(ExtractionSummary(name, dataset_name, "failed", error=f"model {name!r}: {dataset}"))
                 continue
             planned.append(plan_store(spec, dataset, store, pixels_per_image=pixels_per_image, seed=seed,
-                                      num_shards=num_shards, feature_dtype=feature_dtype, model_files=files,
+                                      num_shards=num_shards, feature_dtype=feature_dtype, model_identity=identity,
                                       dataset_fingerprint=dataset_fingerprint(dataset.spec)))
     done: dict[tuple[str, str], ExtractionSummary] = {}
     pool = WorkerPool(WorkerSettings(num_gpus, num_cpus, max_workers, decode_threads), cluster)

@@ -27,6 +27,9 @@ from otce_ray.models.cache import ModelCache
 from otce_ray.store import part_metadata, part_uri, pixel_table, write_part
 
 DECODE_THREADS = 4  # images decoded side by side ahead of the forward pass
+# Bump when extraction changes what it writes for the same inputs (pixel sampling, feature sampling, the schema),
+# so stores written by the old code are not reused.
+EXTRACTION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,14 @@ class ExtractionRequest:
     seed: int
     num_shards: int
     feature_dtype: str = "float16"
-    model_files: Mapping[str, Any] = field(default_factory=dict)  # size/mtime of the model's files
+    model_identity: Mapping[str, Any] = field(default_factory=dict)  # its files' digests, its code (models.identity)
 
     @property
     def key(self) -> str:
         content = {
             "model": self.model.fingerprint(),
-            "model_files": dict(self.model_files),
+            "model_identity": dict(self.model_identity),
+            "extraction": EXTRACTION_VERSION,
             "dataset": self.dataset_fingerprint,
             "pixels_per_image": self.pixels_per_image,
             "seed": self.seed,
@@ -113,7 +117,7 @@ def run_shard(
     """Extract shard ``shard`` (its files: ``images``) into its part, unless a part written for the same ``key`` is
     already there. ``models`` keeps loaded models between calls; without it the model is loaded for this call."""
     start = time.perf_counter()
-    uri = part_uri(request.store, request.dataset, request.model.name, shard)
+    uri = part_uri(request.store, request.dataset, request.model.name, request.key, shard)
     try:
         existing = part_metadata(uri)
         if existing is not None and existing.get("key") == request.key:
@@ -140,7 +144,7 @@ def _extract(
 ) -> ShardResult:
     stopwatch = Stopwatch()
     with stopwatch.measure("load"):
-        model, loaded = models.get(request.model, request.model_files, device)
+        model, loaded = models.get(request.model, request.model_identity, device)
     items = decoded(images, threads=decode_threads, lookahead=max(2 * batch_size, decode_threads), stopwatch=stopwatch)
     columns = extract_pixels(
         model,

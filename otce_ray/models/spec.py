@@ -1,6 +1,8 @@
 """Model entries of a run config, validated once so every later error can name the model and the field.
 
-A spec is plain data (it travels to Ray workers and into store metadata); loading the network is ``loading.py``'s job.
+What a spec may hold is declared in :mod:`otce_ray.schema` (``MODEL``), the same declarations the run config is
+checked against. A spec is plain data (it travels to Ray workers and into store metadata); loading the network is
+``loading.py``'s job.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-FORMATS = ("torchscript", "python", "builtin")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from otce_ray.schema import IMAGENET_MEAN, IMAGENET_STD, MODEL, Problem, name_problem, quoted_path, shown
 
 
 class ModelError(ValueError):
@@ -38,80 +38,44 @@ class ModelSpec:
 
     name: str
     format: str
-    path: str | None = None
-    entrypoint: str | None = None
-    architecture: str | None = None
-    num_classes: int = 19  # Cityscapes train ids
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    checkpoint: str | None = None
-    feature_layer: str | None = None
-    allow_unsafe_pickle: bool = False
-    source: Mapping[str, Any] | None = None
+    path: str | None = MODEL.default("path")
+    entrypoint: str | None = MODEL.default("entrypoint")
+    architecture: str | None = MODEL.default("architecture")
+    num_classes: int = MODEL.default("num_classes")
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL.default("kwargs")))
+    checkpoint: str | None = MODEL.default("checkpoint")
+    feature_layer: str | None = MODEL.default("feature_layer")
+    allow_unsafe_pickle: bool = MODEL.default("allow_unsafe_pickle")
+    source: Mapping[str, Any] | None = MODEL.default("source")
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    size: tuple[int, int] | None = None
-    init_seed: int = 0
-    autocast: bool = True
+    size: tuple[int, int] | None = MODEL.default("size")
+    init_seed: int = MODEL.default("init_seed")
+    autocast: bool = MODEL.default("autocast")
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "ModelSpec":
-        """Validate a config entry (a mapping, e.g. from YAML) and return the spec."""
+        """Validate a spec (a config entry, or ``to_dict``'s output) against ``schema.MODEL`` and return it."""
         if isinstance(entry, ModelSpec):
             return entry
         if not isinstance(entry, Mapping):
             raise ValueError(f"a model entry must be a mapping, got {type(entry).__name__}")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"model entry {dict(entry)!r}: field 'name' must be a non-empty string without '/'")
-        unknown = set(entry) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ModelError(name, f"unknown field(s) {sorted(unknown)}")
-        values = dict(entry)
+        problem = name_problem(entry.get("name"))
+        if problem:
+            raise ValueError(f"model entry {shown(dict(entry))}: field 'name': {problem}")
+        values = _applicable(entry)
+        problems = MODEL.check(values)[1]
+        if problems:
+            raise ModelError(entry["name"], _told(problems, values.get("format")))
         for key in ("mean", "std"):
             if key in values:
-                values[key] = _triple(name, key, values[key])
+                values[key] = tuple(float(v) for v in values[key])
         if values.get("size") is not None:
-            values["size"] = _pair(name, values["size"])
-        spec = cls(**values)
-        spec._check()
-        return spec
-
-    def _check(self) -> None:
-        required = {"torchscript": "path", "python": "entrypoint", "builtin": "architecture"}
-        if self.format not in FORMATS:
-            raise ModelError(self.name, f"field 'format' is {self.format!r}; expected one of {list(FORMATS)}")
-        needed = required[self.format]
-        if not getattr(self, needed):
-            raise ModelError(self.name, f"field {needed!r} is required for format {self.format!r}")
-        if self.format == "python" and ":" not in self.entrypoint:
-            raise ModelError(self.name, f"field 'entrypoint' {self.entrypoint!r} must look like 'package.module:function'")
-        if self.format == "torchscript" and (self.checkpoint or self.feature_layer):
-            raise ModelError(self.name, "fields 'checkpoint'/'feature_layer' do not apply to format 'torchscript'")
-        if any(s <= 0 for s in self.std):
-            raise ModelError(self.name, f"field 'std' must be positive, got {list(self.std)}")
+            values["size"] = tuple(int(v) for v in values["size"])
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
-
-    def file_stamps(self) -> dict[str, Any]:
-        """Size and modification time of the model's files, so a retrained checkpoint at the same path is noticed.
-
-        A file that is not there is a ``ModelError`` naming it: the model fails before any work is spent on it.
-        """
-        from otce_ray import fs
-
-        stamps: dict[str, Any] = {}
-        for uri in filter(None, (self.path, self.checkpoint)):
-            filesystem, path = fs.resolve(uri)
-            try:
-                info = filesystem.get_file_info(path)
-            except OSError as error:
-                raise ModelError(self.name, f"cannot reach {uri}: {error}") from error
-            if not info.is_file:
-                raise ModelError(self.name, f"{'checkpoint' if uri == self.checkpoint else 'model file'} not found: "
-                                            f"{uri}")
-            stamps[uri] = [info.size, info.mtime_ns]
-        return stamps
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the extracted features (the name is only a label)."""
@@ -119,24 +83,27 @@ class ModelSpec:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _triple(model: str, key: str, value: Any) -> tuple[float, float, float]:
-    try:
-        triple = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        triple = ()
-    if len(triple) != 3:
-        raise ModelError(model, f"field {key!r} must be three numbers (R, G, B), got {value!r}")
-    return triple  # type: ignore[return-value]
+def _applicable(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry less the fields that do not apply to its format and hold their default (``to_dict`` writes every
+    field, so its output reads back)."""
+    own = MODEL.fields(entry.get("format")).settings
+    return {key: value for key, value in entry.items()
+            if key in own or key not in MODEL.keys() or value != MODEL.default(key)}
 
 
-def _pair(model: str, value: Any) -> tuple[int, int]:
-    try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        pair = ()
-    if len(pair) != 2 or min(pair) <= 0:
-        raise ModelError(model, f"field 'size' must be two positive integers (H, W), got {value!r}")
-    return pair  # type: ignore[return-value]
+def _told(problems: list[Problem], fmt: Any) -> str:
+    """Problems in the reader's words: fields named as the user wrote them, unknown ones listed together."""
+    unknown = sorted((p.path[0] for p in problems if p.kind == "unknown" and p.path[0] not in MODEL.keys()), key=str)
+    told = [f"unknown field(s) {unknown}"] if unknown else []
+    for problem in problems:
+        key = problem.path[0]
+        if problem.kind == "unknown" and key in MODEL.keys():
+            told.append(f"field {key!r} does not apply to format {fmt!r}")
+        elif problem.kind == "missing":
+            told.append(f"field {key!r} is required" + ("" if key in MODEL.common else f" for format {fmt!r}"))
+        elif problem.kind == "invalid":
+            told.append(f"field {quoted_path(problem.path)}: {problem.text}")
+    return "; ".join(told)
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from otce_ray.cluster import ClusterView, check_gpus, resolve_num_gpus
-from otce_ray.config import OTCESettings, RunConfig
-from otce_ray.datasets import DatasetError, SegmentationDataset, dataset_fingerprint, open_datasets
+from otce_ray.config import RunConfig
+from otce_ray.datasets import DatasetError, SegmentationDataset, open_datasets
 from otce_ray.extraction.driver import ExtractionSummary, StorePlan, describe, plan_store
+from otce_ray.extraction.shard import EXTRACTION_VERSION
 from otce_ray.leaderboard import load_results
 from otce_ray.models import ModelSpec
+from otce_ray.models.identity import model_identity
+from otce_ray.pipeline.repeat import scoring_key
 
 PLANNING_THREADS = 16  # file stamps and manifests read side by side (S3 round trips)
 FEATURE_DTYPE = "float16"
@@ -86,27 +89,27 @@ def make_plan(config: RunConfig, cluster: ClusterView, *, reuse: bool = True) ->
     if isinstance(target, DatasetError):
         raise target
     previous = {result.model: result for result in load_results(config.output)} if reuse else {}
-    fingerprints = {name: dataset_fingerprint(dataset.spec) for name, dataset in datasets.items()
+    fingerprints = {name: dataset.fingerprint for name, dataset in datasets.items()
                     if isinstance(dataset, SegmentationDataset)}
 
     def plan_model(spec: Mapping[str, Any]) -> ModelPlan:
         try:
             model = ModelSpec.from_dict(spec)
-            files = model.file_stamps()
+            identity = model_identity(model)
         except ValueError as error:  # e.g. its files cannot be reached: the model fails, the run goes on
             return ModelPlan(spec, "fail", error=describe(spec["name"], error))
         names = _datasets_of(spec, config.target)
         missing = [datasets[name] for name in names if isinstance(datasets[name], DatasetError)]
         if missing:
             return ModelPlan(spec, "fail", error=f"model {spec['name']!r}: {missing[0]}")
-        fingerprint = model_fingerprint(config, spec, files, fingerprints)
+        fingerprint = model_fingerprint(config, spec, identity, fingerprints)
         done = previous.get(spec["name"])
         if done is not None and done.status == "ok" and done.fingerprint == fingerprint:
             return ModelPlan(spec, "reuse", fingerprint)
         stores = tuple(
             plan_store(model, datasets[name], config.store, pixels_per_image=config.extraction.pixels_per_image,
                        seed=config.otce.seed, num_shards=config.extraction.num_shards, feature_dtype=FEATURE_DTYPE,
-                       model_files=files, dataset_fingerprint=fingerprints[name])
+                       model_identity=identity, dataset_fingerprint=fingerprints[name])
             for name in names
         )
         return ModelPlan(spec, "run", fingerprint, stores)
@@ -135,32 +138,25 @@ def decide_resources(config: RunConfig, cluster: ClusterView) -> Resources:
     return Resources(extraction, config.extraction.num_cpus, scoring, "cuda" if scoring > 0 else "cpu")
 
 
-def model_fingerprint(config: RunConfig, spec: Mapping[str, Any], files: Mapping[str, Any],
+def model_fingerprint(config: RunConfig, spec: Mapping[str, Any], identity: Mapping[str, Any],
                       datasets: Mapping[str, str]) -> str:
     """A hash of everything that determines a model's score, so a rerun reuses a result only if it matches.
 
-    Built from the readers' own fingerprints, so two spellings of one model or dataset agree, and from the size and
-    modification time of the model's files, so a checkpoint retrained at the same path is noticed.
+    The model's spec (by its reader's fingerprint, so two spellings agree), the content of its files and the source
+    of its code (``models.identity``), both datasets as listed (``SegmentationDataset.fingerprint``), the extraction
+    settings and code version, and the scoring settings with every default resolved and the engine's version
+    (``scoring_key``): a new default or a solver fix rescores what it changes.
     """
     inputs = {
         "model": ModelSpec.from_dict(spec).fingerprint(),
-        "files": dict(files),
+        "identity": dict(identity),
         "source": datasets[spec["source"]["name"]],
         "target": datasets[config.target["name"]],
-        "otce": _otce_key(config.otce),
-        "baselines": list(config.baselines.names()),
-        "baseline_pixels": config.baselines.n_pixels,
+        "scoring": scoring_key(config.otce, config.baselines),
         "pixels_per_image": config.extraction.pixels_per_image,
+        "extraction": EXTRACTION_VERSION,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _otce_key(otce: OTCESettings) -> dict[str, Any]:
-    """The OTCE settings in a result's key; ``standardise`` only when on, so records from before it keep theirs."""
-    settings = dataclasses.asdict(otce)
-    if not settings["standardise"]:
-        del settings["standardise"]
-    return settings
 
 
 def _datasets_of(spec: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:

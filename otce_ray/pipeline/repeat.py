@@ -17,14 +17,31 @@ import numpy as np
 
 from otce_ray.config import BaselineSettings, OTCESettings
 from otce_ray.scoring.baselines import LOGIT_METRICS, baseline_scores
+from otce_ray.scoring import ENGINE_VERSION
 from otce_ray.scoring.cost_scale import DEFAULT_COST_SCALE
-from otce_ray.scoring.estimator import RepeatRecord, otce_score
-from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
+from otce_ray.scoring.estimator import DEFAULT_EPSILON, RepeatRecord, otce_score
+from otce_ray.scoring.exact import DEFAULT_EMD_MAX_ITERATIONS
+from otce_ray.scoring.sinkhorn import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE
 from otce_ray.store import PixelSamples
 
 BASELINE_STREAM = 2**31  # the seed stream of the baselines' sample: no run has that many repeats
 WARNING_CHARS = 300  # a recorded warning is cut to this length, to stay readable in a leaderboard cell
 _NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)  # library upkeep, not about this result
+
+
+def scoring_key(otce: OTCESettings, baselines: BaselineSettings) -> dict[str, Any]:
+    """Everything that decides a model's scores from its stores: the settings with each default resolved (a None
+    would hide a changed default) and the engine's version."""
+    return {
+        "engine": ENGINE_VERSION,
+        "n_pixels": otce.n_pixels, "repeats": otce.repeats, "seed": otce.seed, "solver": otce.solver,
+        "epsilon": None if otce.solver == "emd" else (DEFAULT_EPSILON if otce.epsilon is None else otce.epsilon),
+        "cost_scale": "none" if otce.solver == "emd" else otce.cost_scale or DEFAULT_COST_SCALE,
+        "standardise": otce.standardise,
+        "tolerance": DEFAULT_TOLERANCE,
+        "max_iterations": DEFAULT_EMD_MAX_ITERATIONS if otce.solver == "emd" else DEFAULT_MAX_ITERATIONS,
+        "baselines": list(baselines.names()), "baseline_pixels": baselines.n_pixels,
+    }
 
 
 def sample_seeds(seed: int, repeat: int) -> tuple[int, int]:

@@ -182,9 +182,10 @@ class ScoringJobs:
         """One loader task per store of ``model``; refs to its (source, target) pixels, the same ref twice when the
         model was trained on the target dataset itself."""
         source, target = model.spec["source"]["name"], self.config.target["name"]
-        refs = {dataset: self._load.remote(self.config.store, dataset, model.name, samples, with_logits=with_logits)
-                for dataset, (samples, with_logits) in store_reads(source, target, self.config.otce,
-                                                                   self.config.baselines).items()}
+        reads = store_reads(source, target, self.config.otce, self.config.baselines)
+        refs = {dataset: self._load.remote(self.config.store, dataset, model.name, samples, with_logits=with_logits,
+                                           key=model.stores[dataset].key)
+                for dataset, (samples, with_logits) in reads.items()}
         return refs[source], refs[target]
 
     def _submit(self, model: ScoredModel, task: int | str) -> Call:

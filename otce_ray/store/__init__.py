@@ -1,18 +1,12 @@
-"""Parquet pixel stores: ``{store}/{dataset}/{model}/part-{shard:05d}.parquet`` plus a completion manifest.
+"""Parquet pixel stores: ``{store}/{dataset}/{model}/{key}/part-{shard:05d}.parquet`` plus a completion manifest.
 
-``store`` is a local folder or ``s3://bucket/prefix``. Writers (extraction) use ``pixel_table``/``write_part``/
-``write_manifest``; readers (scoring) use ``is_complete``, ``read_pixels`` and ``read_samples``.
+``store`` is a local folder or ``s3://bucket/prefix``; ``key`` hashes the settings that decide the store's content.
+Writers (extraction) use ``pixel_table``/``write_part``/``write_manifest``; the run plan uses ``read_manifest`` to
+tell a complete store; readers (scoring) use ``read_pixels`` and ``read_samples``.
 """
 
-from otce_ray.store.layout import manifest_uri, model_uri, part_uri
-from otce_ray.store.parts import (
-    is_complete,
-    part_metadata,
-    read_manifest,
-    retract_manifest,
-    write_manifest,
-    write_part,
-)
+from otce_ray.store.layout import manifest_uri, model_uri, part_uri, store_uri
+from otce_ray.store.parts import complete_keys, part_metadata, read_manifest, write_manifest, write_part
 from otce_ray.store.reader import PixelSamples, Pixels, read_pixels, read_samples
 from otce_ray.store.schema import FEATURE_DTYPES, StoreError, pixel_schema, pixel_table
 
@@ -21,7 +15,7 @@ __all__ = [
     "PixelSamples",
     "Pixels",
     "StoreError",
-    "is_complete",
+    "complete_keys",
     "manifest_uri",
     "model_uri",
     "part_metadata",
@@ -31,7 +25,7 @@ __all__ = [
     "read_manifest",
     "read_pixels",
     "read_samples",
-    "retract_manifest",
+    "store_uri",
     "write_manifest",
     "write_part",
 ]

@@ -1,6 +1,10 @@
-"""Where a pixel store keeps things: ``{store}/{dataset}/{model}/part-{shard:05d}.parquet`` plus ``_manifest.json``.
+"""Where a pixel store keeps things: ``{store}/{dataset}/{model}/{key}/part-{shard:05d}.parquet`` plus a manifest.
 
-The manifest is written last, atomically, once every part is in place: its presence is the completion marker.
+``key`` hashes every setting that decides the store's content (``ExtractionRequest.key``), so runs with different
+settings never share a file and a run never reads rows written for other settings; two runs with the same settings
+write the same bytes. The manifest (``_manifest.json``) is written last, atomically, once every part is in place:
+its presence is the completion marker. Stores of the layout before keys (parts directly under ``{model}``) are never
+read: a run extracts its stores again under their key.
 """
 
 from __future__ import annotations
@@ -11,16 +15,21 @@ MANIFEST = "_manifest.json"
 
 
 def model_uri(store: str, dataset: str, model: str) -> str:
+    """The folder of every store of (dataset, model), one subfolder per extraction key."""
     return fs.join(store, dataset, model)
+
+
+def store_uri(store: str, dataset: str, model: str, key: str) -> str:
+    return fs.join(model_uri(store, dataset, model), key)
 
 
 def part_name(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
 
 
-def part_uri(store: str, dataset: str, model: str, shard: int) -> str:
-    return fs.join(model_uri(store, dataset, model), part_name(shard))
+def part_uri(store: str, dataset: str, model: str, key: str, shard: int) -> str:
+    return fs.join(store_uri(store, dataset, model, key), part_name(shard))
 
 
-def manifest_uri(store: str, dataset: str, model: str) -> str:
-    return fs.join(model_uri(store, dataset, model), MANIFEST)
+def manifest_uri(store: str, dataset: str, model: str, key: str) -> str:
+    return fs.join(store_uri(store, dataset, model, key), MANIFEST)

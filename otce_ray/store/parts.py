@@ -1,8 +1,9 @@
 """Writing parts and the manifest of a pixel store, atomically, and telling what is already complete.
 
 A part is serialised in memory and written in one atomic put (rename locally, single PUT on S3), so a killed task
-leaves either the old state or the whole file. Reuse is decided by the ``key`` in a part's footer or in the
-manifest: a store written for other settings (pixels per image, seed, model or dataset content) never counts.
+leaves either the old state or the whole file. A store's folder is its ``key`` (see ``layout``), and every part's
+footer and the manifest carry that key too: a part whose footer cannot be read or names another key is written
+again, and readers refuse a part whose footer disagrees with the manifest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otce_ray import fs
-from otce_ray.store.layout import manifest_uri
+from otce_ray.store.layout import MANIFEST, manifest_uri, model_uri
 from otce_ray.store.schema import StoreError, decode_metadata
 
 ROW_GROUP_ROWS = 8192  # small enough that a sampled read skips most of a large part
@@ -51,31 +52,30 @@ def part_metadata(uri: str) -> dict[str, Any] | None:
 
 
 def write_manifest(store: str, dataset: str, model: str, manifest: Mapping[str, Any]) -> None:
-    """Mark a (dataset, model) store complete; call only once every listed part is written."""
-    fs.write_bytes_atomic(manifest_uri(store, dataset, model), json.dumps(dict(manifest), indent=1).encode())
+    """Mark the store of ``manifest["key"]`` complete; call only once every listed part is written."""
+    uri = manifest_uri(store, dataset, model, manifest["key"])
+    fs.write_bytes_atomic(uri, json.dumps(dict(manifest), indent=1).encode())
 
 
-def retract_manifest(store: str, dataset: str, model: str) -> None:
-    """Withdraw the completion mark (before replacing a store written for other settings)."""
-    filesystem, path = fs.resolve(manifest_uri(store, dataset, model))
+def read_manifest(store: str, dataset: str, model: str, key: str) -> dict[str, Any] | None:
+    """The manifest of the complete store of ``key``, or None when it is absent or incomplete."""
+    uri = manifest_uri(store, dataset, model, key)
     try:
-        filesystem.delete_file(path)
-    except FileNotFoundError:
-        pass
-
-
-def read_manifest(store: str, dataset: str, model: str) -> dict[str, Any] | None:
-    """The manifest of a complete store, or None when the store is absent or incomplete."""
-    uri = manifest_uri(store, dataset, model)
-    try:
-        return json.loads(fs.read_bytes(uri))
+        manifest = json.loads(fs.read_bytes(uri))
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise StoreError(f"{uri}: not a valid manifest ({error}); delete it to re-extract this store") from error
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        raise StoreError(f"{uri}: a manifest for key {manifest.get('key') if isinstance(manifest, dict) else None!r} "
+                         f"in the folder of key {key!r}; delete it to re-extract this store")
+    return manifest
 
 
-def is_complete(store: str, dataset: str, model: str, key: str | None = None) -> bool:
-    """Whether every part of (dataset, model) is written; with ``key``, also that it was written for those settings."""
-    manifest = read_manifest(store, dataset, model)
-    return manifest is not None and (key is None or manifest.get("key") == key)
+def complete_keys(store: str, dataset: str, model: str) -> list[str]:
+    """The keys of the complete stores of (dataset, model), for a reader that does not know which one it wants."""
+    try:
+        files = fs.list_files(model_uri(store, dataset, model))
+    except FileNotFoundError:
+        return []
+    return sorted(path.split("/")[0] for path in files if path.count("/") == 1 and path.endswith("/" + MANIFEST))

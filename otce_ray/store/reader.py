@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otce_ray import fs
-from otce_ray.store.layout import MANIFEST, model_uri
-from otce_ray.store.parts import read_manifest
-from otce_ray.store.schema import StoreError
+from otce_ray.store.layout import MANIFEST, model_uri, store_uri
+from otce_ray.store.parts import complete_keys, read_manifest
+from otce_ray.store.schema import StoreError, decode_metadata
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,9 @@ def read_pixels(
 ) -> Pixels:
     """Read the pixels of (dataset, model); with ``sample``, at most that many rows drawn uniformly by ``seed``.
 
-    Raises ``StoreError`` when the store is missing or incomplete, or (with ``key``) written for other settings.
+    ``key`` picks the store written for those settings; without it, the one complete store of the pair is read.
+    Raises ``StoreError`` when there is none (or several, without ``key``), or when a part is unreadable or was
+    written for other settings than its manifest's.
     """
     manifest, where, total = _open(store, dataset, model, key)
     return _read_rows(where, manifest, _choose(total, sample, seed), with_logits).as_float32()
@@ -141,14 +143,18 @@ def read_samples(
 
 
 def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[str, Any], str, int]:
-    """The store's manifest, URI and row count; ``StoreError`` when missing, incomplete or written for another key."""
-    manifest = read_manifest(store, dataset, model)
+    """The store's manifest, URI and row count; ``StoreError`` when it is missing or incomplete, or ambiguous."""
     where = model_uri(store, dataset, model)
+    if key is None:
+        keys = complete_keys(store, dataset, model)
+        if len(keys) > 1:
+            raise StoreError(f"{where} holds complete stores for {len(keys)} settings ({', '.join(keys)}): pass key")
+        key = keys[0] if keys else None
+    manifest = None if key is None else read_manifest(store, dataset, model, key)
     if manifest is None:
-        raise StoreError(f"no complete pixel store for model {model!r} on dataset {dataset!r} at {where}")
-    if key is not None and manifest.get("key") != key:
-        raise StoreError(f"pixel store {where} was written for other settings (key {manifest.get('key')} != {key})")
-    return manifest, where, sum(int(part["rows"]) for part in manifest["parts"])
+        raise StoreError(f"no complete pixel store for model {model!r} on dataset {dataset!r} at {where}"
+                         + (f" for key {key}" if key else ""))
+    return manifest, store_uri(store, dataset, model, key), sum(int(part["rows"]) for part in manifest["parts"])
 
 
 def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, with_logits: bool,
@@ -169,7 +175,7 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
         if local is None or local.size:
             uri = fs.join(where, part["file"])
             try:
-                tables.append(_read_part(uri, columns, local))
+                tables.append(_read_part(uri, columns, local, manifest["key"]))
             except (OSError, pa.ArrowException, ValueError, IndexError) as error:
                 raise StoreError(f"pixel store {where}: cannot read part {uri} ({type(error).__name__}: {error}); "
                                  f"delete {fs.join(where, MANIFEST)} to extract it again") from error
@@ -193,11 +199,15 @@ def _choose(total: int, sample: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
 
 
-def _read_part(uri: str, columns: list[str], local: np.ndarray | None) -> pa.Table:
-    """Read a part, or only the row groups that hold the ``local`` row indices (sorted) and take those rows."""
+def _read_part(uri: str, columns: list[str], local: np.ndarray | None, key: str) -> pa.Table:
+    """Read a part, or only the row groups that hold the ``local`` row indices (sorted) and take those rows; a part
+    whose footer names another key than its manifest (a writer that did not respect the layout) is refused."""
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle)
+        footer = decode_metadata(parquet.metadata.metadata) or {}
+        if footer.get("key") != key:
+            raise ValueError(f"its footer was written for key {footer.get('key')!r}, its manifest is for {key!r}")
         if local is None:
             return parquet.read(columns=columns)
         sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
