@@ -13,6 +13,7 @@ import hashlib
 import os
 import posixpath
 import tempfile
+import time
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -77,10 +78,32 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+READ_ATTEMPTS = 5  # an S3 read that fails for another reason than a missing object is tried this often
+READ_BACKOFF_SECONDS = 0.5  # before the second attempt; doubled before each next one
+
+
+class TransientReadError(OSError):
+    """A read that kept failing (throttling, a dropped connection): not a broken file, so never skipped as one."""
+
+
 def read_bytes(uri: str) -> bytes:
+    """The whole file. An S3 read that fails with anything but a missing object is retried with backoff (pyarrow's
+    own retries included, throttling can outlast them); if it still fails it raises ``TransientReadError``."""
     filesystem, path = resolve(uri)
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read()
+    failure: OSError | None = None
+    for attempt in range(READ_ATTEMPTS):
+        if attempt:
+            time.sleep(READ_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if not is_s3(uri):
+                raise
+            failure = error
+    raise TransientReadError(f"cannot read {uri} after {READ_ATTEMPTS} attempts: {failure}") from failure
 
 
 def exists(uri: str) -> bool:

@@ -19,8 +19,13 @@ _MASK_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
 
 
 def _open(uri: str) -> Image.Image:
+    """A decoded image; ``DatasetError`` (skippable under ``on_error: skip``) for a missing or broken file only: a read
+    that keeps failing (``fs.TransientReadError``) is raised as it is, and fails the model instead of shrinking the
+    dataset in silence."""
     try:
         data = fs.read_bytes(uri)
+    except fs.TransientReadError:
+        raise
     except OSError as error:
         raise DatasetError(f"{uri}: cannot read file ({error})", uri=uri) from error
     try:
