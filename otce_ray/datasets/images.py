@@ -31,7 +31,9 @@ def _open(uri: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        raise DatasetError(f"{uri}: unreadable image (not a format Pillow can decode)", uri=uri) from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{uri}: unreadable or truncated image ({error})", uri=uri) from error
     return image
 

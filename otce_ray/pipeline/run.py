@@ -104,7 +104,12 @@ def _execute(plan: RunPlan, cluster: Cluster, bar: Progress) -> dict[str, Any]:
         stats = drive([extraction, scoring], stuck_seconds=config.cluster.stuck_task_seconds)
     finally:
         pool.shutdown()
-    return {"extraction": extracted, "dispatch": _dispatch_record(stats, pool, scoring)}
+    skipped: dict[str, set[str]] = {}
+    for model in models.values():
+        for summary in model.stores.values():
+            skipped.setdefault(summary.dataset, set()).update(summary.skipped_files)
+    return {"extraction": extracted, "dispatch": _dispatch_record(stats, pool, scoring),
+            "skipped_files": {dataset: sorted(files) for dataset, files in sorted(skipped.items()) if files}}
 
 
 def extract(config: RunConfig) -> list[ExtractionSummary]:

@@ -206,8 +206,8 @@ class ScoringJobs:
         model.resident_bytes = 0
         records = [model.records[k] for k in sorted(model.records)]
         notes = [note for record in records for note in record.get("warnings", ())] + model.baseline_warnings
-        notes += [f"dataset {summary.dataset}: skipped {entry}" for summary in model.stores.values()
-                  for entry in summary.skipped_files]
+        notes += [f"dataset {summary.dataset}: {len(summary.skipped_files)} file(s) skipped (on_error: skip), listed in "
+                  "run.json" for summary in model.stores.values() if summary.skipped_files]
         common = dict(
             model=model.name, source=model.spec["source"]["name"], architecture=model.spec.get("architecture"),
             n_pixels=self.config.otce.n_pixels, solver=self.config.otce.solver, extract_seconds=model.extract_seconds,
