@@ -22,8 +22,9 @@ import ray
 from otce_ray.cluster.dispatch import Call
 from otce_ray.cluster.resources import check_gpus
 from otce_ray.datasets import SegmentationDataset
-from otce_ray.extraction.pool import WorkerPool, WorkerSettings, wait_message
+from otce_ray.extraction.pool import Worker, WorkerPool, WorkerSettings, wait_message
 from otce_ray.extraction.shard import DECODE_THREADS, ExtractionRequest, ShardResult
+from otce_ray.extraction.worker import CONCURRENT_SHARDS
 from otce_ray.models import ModelError, ModelSpec
 from otce_ray.models.identity import model_identity
 from otce_ray.store import FEATURE_DTYPES, read_manifest, write_manifest
@@ -143,7 +144,7 @@ def describe(model: str, error: BaseException) -> str:
 
 
 class ExtractionJobs:
-    """The extraction work of a run, as a source of the dispatch loop (``otce_ray.pipeline.dispatch``).
+    """The extraction work of a run, as a source of the dispatch loop (``otce_ray.cluster.drive``).
 
     ``on_store`` is called once per job with its summary, as soon as the job is finished (its manifest written).
     """
@@ -185,18 +186,8 @@ class ExtractionJobs:
         calls = self.pool.grow(self._queued + self._running) if self._queued else []
         self._check_waiting()
         for worker in self.pool.free():
-            taken = self._take(worker.model)
-            if taken is None:
-                break
-            job, shard = taken
-            worker.model, worker.busy = job.model, worker.busy + 1
-            job.running += 1
-            self._running += 1
-            job.started = job.started or time.time()
-            ref = worker.handle.extract.remote(job.request, shard, job.shards[shard], self.batch_size)
-            calls.append(Call(("shard", worker.index, job, shard), ref,
-                              f"extraction of model {job.model!r} on {job.request.dataset!r}, shard {shard + 1}/"
-                              f"{len(job.shards)} (worker {worker.index})"))
+            while self._queued and worker.busy < CONCURRENT_SHARDS:
+                calls.append(self._send(worker, *self._take(worker.model)))
         if not self._queued and not self._running:
             self.pool.retire_idle()
         return calls
@@ -234,10 +225,17 @@ class ExtractionJobs:
 
     # --- queue ------------------------------------------------------------------------------------------------------
 
-    def _take(self, model: str | None) -> tuple[StoreJob, int] | None:
+    def _send(self, worker: Worker, job: StoreJob, shard: int) -> Call:
+        worker.model, worker.busy = job.model, worker.busy + 1
+        job.running += 1
+        self._running += 1
+        job.started = job.started or time.time()
+        ref = worker.handle.extract.remote(job.request, shard, job.shards[shard], self.batch_size)
+        return Call(("shard", worker.index, job, shard), ref, f"extraction of model {job.model!r} on "
+                    f"{job.request.dataset!r}, shard {shard + 1}/{len(job.shards)} (worker {worker.index})")
+
+    def _take(self, model: str | None) -> tuple[StoreJob, int]:
         """The next shard for a worker holding ``model``: one of that model's if any is queued, else the oldest."""
-        if not self._queue:
-            return None
         name = model if model in self._queue else next(iter(self._queue))
         shards = self._queue[name]
         job, shard = shards.popleft()
