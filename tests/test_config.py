@@ -3,7 +3,10 @@ each with its key path."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
+import re
 
 import pytest
 import yaml
@@ -106,6 +109,12 @@ def test_models_file_is_read_relative_to_the_config_file(tree, monkeypatch):
     assert config.models[0]["path"] == str(tree / "models" / "unet_alpha.pt")
 
 
+def test_models_file_is_read_when_models_is_null(tree):
+    (tree / "zoo.yaml").write_text(yaml.safe_dump(_raw()["models"][:1]))
+    config = parse_config(_raw() | {"models": None, "models_file": "zoo.yaml"}, base_dir=str(tree))
+    assert [m["name"] for m in config.models] == ["unet_alpha"]
+
+
 def test_problems_in_models_file_carry_their_entry_index(tree):
     zoo = [_raw()["models"][0], {**_raw()["models"][0], "name": "other", "format": "onnx"}]
     (tree / "zoo.yaml").write_text(yaml.safe_dump(zoo))
@@ -113,9 +122,7 @@ def test_problems_in_models_file_carry_their_entry_index(tree):
     del raw["models"]
     raw["models_file"] = "zoo.yaml"
     problems = _problems(raw, tree)
-    assert problems == (
-        "models_file[1].format: unknown format 'onnx' (expected one of torchscript, python, builtin)",
-    )
+    assert problems == ("models_file[1].format: expected one of torchscript, python, builtin, got 'onnx'",)
 
 
 def test_missing_models_file_is_one_problem_among_others(tree):
@@ -124,9 +131,9 @@ def test_missing_models_file_is_one_problem_among_others(tree):
     raw["models_file"] = "nowhere.yaml"
     raw["otce"]["solver"] = "greedy"
     problems = _problems(raw, tree)
-    assert len(problems) == 2
-    assert problems[0].startswith(f"models_file: cannot read '{tree / 'nowhere.yaml'}'")
-    assert problems[1] == "otce.solver: unknown solver 'greedy' (expected one of sinkhorn, emd)"
+    assert len(problems) == 2  # in the order of the file: models_file was written last
+    assert problems[0] == "otce.solver: expected one of sinkhorn, emd, got 'greedy'"
+    assert problems[1].startswith(f"models_file: cannot read '{tree / 'nowhere.yaml'}'")
 
 
 def _set(path: str, value):
@@ -137,10 +144,11 @@ def _set(path: str, value):
         node = raw
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
+        key = int(last) if isinstance(node, list) else last
         if value is DELETE:
-            del node[last]
+            del node[key]
         else:
-            node[last] = value
+            node[key] = value
         return raw
 
     return mutate
@@ -151,12 +159,13 @@ DELETE = object()
 CASES = {
     "unknown key with a suggestion": (_set("otce.n_pixel", 5), "otce.n_pixel: unknown key (did you mean 'n_pixels'?)"),
     "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
-                              "models_file, otce, extraction, scoring, baselines, cluster)"),
+                              "models_file, allowed_entrypoints, otce, extraction, scoring, baselines, cluster)"),
     "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
     "missing per-format field": (_set("models.2.architecture", DELETE),
                                  "models[2].architecture: missing required field"),
     "unknown builtin architecture": (_set("models.2.architecture", "sgenet"),
-                                     "models[2].architecture: unknown architecture 'sgenet' (expected one of unet, "),
+                                     "models[2].architecture: expected one of unet, segnet, fcn8s, pspnet, got "
+                                     "'sgenet' (did you mean 'segnet'?)"),
     "folder needs a label map": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma"}),
                                  "target.label_map: missing required field"),
     "key of another format": (_set("models.0.source.format", "bdd100k"),
@@ -167,8 +176,8 @@ CASES = {
                                "extraction.batch_size: expected an integer >= 1, got True"),
     "section not a mapping": (_set("extraction", [1]), "extraction: expected a mapping, got list"),
     "unknown dataset format": (_set("models.2.source.format", "citiscapes"),
-                               "models[2].source.format: unknown format 'citiscapes' (expected one of cityscapes, "
-                               "bdd100k, gta5, folder)"),
+                               "models[2].source.format: expected one of cityscapes, bdd100k, gta5, folder, got "
+                               "'citiscapes' (did you mean 'cityscapes'?)"),
     "one repeat has no interval": (_set("otce.repeats", 1), "otce.repeats: expected an integer >= 2, got 1"),
     "epsilon must be positive": (_set("otce.epsilon", 0), "otce.epsilon: expected a number > 0, got 0"),
     "standardise is a flag": (_set("otce.standardise", "yes"), "otce.standardise: expected true or false, got 'yes'"),
@@ -176,18 +185,21 @@ CASES = {
     "bad entrypoint": (_set("models.1.entrypoint", "zoo.fcn.build"),
                        "models[1].entrypoint: expected 'package.module:function', got 'zoo.fcn.build'"),
     "bad normalisation": (_set("models.1.std", [0.2, 0, 0.2]),
-                          "models[1].std: expected 3 numbers > 0, got [0.2, 0, 0.2]"),
+                          "models[1].std: expected a list of 3 values (R, G, B), each a number > 0, got "
+                          "[0.2, 0, 0.2]"),
     "bad size": (_set("models.1.size", [128]),
-                 "models[1].size: expected [height, width] in pixels, got [128]"),
-    "rule only the reader knows": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
-                                                   "label_map": {1: 300}}),
-                                   "target: dataset 'gamma': spec key 'label_map': entry 1: 300 must map a raw "
-                                   "value >= 0 to a class id 0-254"),
+                 "models[1].size: expected a list of 2 values ([height, width]), each an integer >= 1, got [128]"),
+    "label map entry out of range": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
+                                                     "label_map": {1: 300}}),
+                                     "target.label_map: entry 1: 300 must map a raw value >= 0 to a class id 0-254"),
+    "ignore index that is also mapped": (_set("target", {"name": "gamma", "format": "folder", "root": "data/gamma",
+                                                         "label_map": {1: 0}, "ignore_index": 1}),
+                                         "target.ignore_index: raw value 1 is also a key of 'label_map'"),
     "name unusable as a folder": (_set("models.0.name", "unet/alpha"),
                                   "models[0].name: expected a name of letters, digits, '.', '_', '-' (it becomes a "
                                   "folder name), got 'unet/alpha'"),
     "duplicate model names": (_set("models.2.name", "unet_alpha"),
-                              "models[2].name: duplicate model name 'unet_alpha' (first at models[0])"),
+                              "models[2].name: duplicate name 'unet_alpha' (first at models[0])"),
     "one dataset name, two datasets": (_set("models.2.source.cities", ["alpha", "beta"]),
                                        "models[2].source: dataset name 'alpha' is already used by a different spec "
                                        "at models[0].source (pixel stores are keyed by dataset name)"),
@@ -201,9 +213,35 @@ CASES = {
                                "models: give exactly one of models (an inline list) or models_file"),
     "neither models nor models_file": (_set("models", DELETE),
                                        "models: give exactly one of models (an inline list) or models_file"),
-    "empty model list": (_set("models", []), "models: expected a non-empty list of model specs, got list"),
+    "empty model list": (_set("models", []),
+                         "models: expected a non-empty list of entries, each a model spec (a mapping), got []"),
     "cuda without gpus": (_set("scoring.num_gpus", 0),
                           "scoring.device: 'cuda' needs scoring.num_gpus > 0 (or leave num_gpus unset)"),
+    "infinite epsilon": (_set("otce.epsilon", math.inf), "otce.epsilon: expected a finite number > 0, got inf"),
+    "nan epsilon": (_set("otce.epsilon", math.nan), "otce.epsilon: expected a finite number > 0, got nan"),
+    "integer too large for a float": (_set("otce.epsilon", 10**400),
+                                      "otce.epsilon: expected a finite number > 0, got 1000"),
+    "empty path": (_set("store", " "), "store: expected a local path or an s3:// URI, got ' '"),
+    "date in kwargs": (_set("models.1.kwargs", {"note": datetime.date(2024, 1, 1)}),
+                       "models[1].kwargs.note: expected a JSON value (null, true/false, a finite number, a string, "
+                       "a list or a mapping), got datetime.date(2024, 1, 1)"),
+    "nan deep in kwargs": (_set("models.2.kwargs", {"layers": [1, {"w": math.nan}]}),
+                           "models[2].kwargs.layers[1].w: expected a JSON value"),
+    "kwargs key that JSON cannot hold": (_set("models.1.kwargs", {1: "x"}),
+                                         "models[1].kwargs.1: expected a string key, got int 1"),
+    "metrics not a list": (_set("baselines", {"metrics": 5}),
+                           "baselines.metrics: expected a list of metric names, each one of leep, "),
+    "target not a mapping": (_set("target", "gamma"), "target: expected a dataset spec (a mapping), got str"),
+    "model entry not a mapping": (_set("models.1", "fcn_beta"),
+                                  "models[1]: expected a model spec (a mapping), got str"),
+    "source not a mapping": (_set("models.0.source", ["alpha"]),
+                             "models[0].source: expected a dataset spec (a mapping), got list"),
+    "entrypoint outside the allow-list": (_set("allowed_entrypoints", ["mycompany.models", "zoo.fc"]),
+                                          "models[1].entrypoint: module 'zoo.fcn' is not under allowed_entrypoints "
+                                          "(mycompany.models, zoo.fc)"),
+    "allow-list of paths, not modules": (_set("allowed_entrypoints", ["zoo/fcn"]),
+                                         "allowed_entrypoints[0]: expected a dotted module name such as "
+                                         "'mycompany.models', got 'zoo/fcn'"),
 }
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -212,6 +250,36 @@ def test_each_problem_is_reported_with_its_key_path(tree, case):
     problems = _problems(mutate(_raw()), tree)
     assert len(problems) == 1, problems
     assert problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize("section", ["otce", "extraction", "scoring", "baselines", "cluster"])
+@pytest.mark.parametrize("value", [5, "fast", [1], True, datetime.date(2024, 1, 1)])
+def test_a_section_that_is_not_a_mapping_is_one_problem(tree, section, value):
+    assert _problems(_raw() | {section: value}, tree) == (f"{section}: expected a mapping, got {type(value).__name__}",)
+
+
+_READER_PATH = re.compile(r"^(target|models\[(\d+)\](\.source)?)[.:\[]")
+
+
+@pytest.mark.parametrize("case", sorted(name for name, (_, expected) in CASES.items() if _READER_PATH.match(expected)
+                                        and "no such" not in expected and "duplicate" not in expected
+                                        and "already used" not in expected and "allowed_entrypoints" not in expected))
+def test_readers_refuse_what_the_config_refuses_in_a_spec(case):
+    """The dataset and model readers check the same declarations as the config: a spec the config refuses for what
+    it holds (not for a missing file or a clash with another entry) is refused by its reader on its own too."""
+    from otce_ray.datasets.spec import normalize_spec
+    from otce_ray.models import ModelSpec
+
+    mutate, expected = CASES[case]
+    raw = mutate(_raw())
+    where, index, source = _READER_PATH.match(expected).groups()
+    if where == "target":
+        read, spec = normalize_spec, raw["target"]
+    else:
+        entry = raw["models"][int(index)]
+        read, spec = (normalize_spec, entry["source"]) if source else (ModelSpec.from_dict, entry)
+    with pytest.raises(ValueError):
+        read(spec)
 
 
 def test_every_problem_is_listed_at_once(tree):
@@ -229,30 +297,16 @@ def test_every_problem_is_listed_at_once(tree):
     assert isinstance(caught.value, ValueError)
     assert caught.value.problems == (
         "output: missing required field",
-        "models[0].source.format: unknown format 'citiscapes' (expected one of cityscapes, bdd100k, gta5, folder)",
+        "models[0].source.format: expected one of cityscapes, bdd100k, gta5, folder, got 'citiscapes' (did you mean "
+        "'cityscapes'?)",
         f"models[1].checkpoint: no such file '{tree / 'models' / 'none.ckpt'}'",
-        "models[2].name: duplicate model name 'unet_alpha' (first at models[0])",
+        "models[2].name: duplicate name 'unet_alpha' (first at models[0])",
         "otce.n_pixel: unknown key (did you mean 'n_pixels'?)",
         "extraction.num_gpus: expected a number >= 0, got 'one'",
     )
     message = str(caught.value)
     assert message.startswith("invalid run config run.yaml (6 problems):\n")
     assert all(f"\n  {p}" in message for p in caught.value.problems)
-
-
-def test_model_reader_has_the_last_word(tree, monkeypatch):
-    """A rule that only the model reader knows still surfaces as a problem with the entry's key path."""
-    import otce_ray.config as config_module
-    from otce_ray.models import ModelError
-
-    class StricterSpec:
-        @staticmethod
-        def from_dict(entry):
-            if entry["name"] == "fcn_beta":
-                raise ModelError("fcn_beta", "field 'kwargs' needs 'depth'")
-
-    monkeypatch.setattr(config_module, "ModelSpec", StricterSpec)
-    assert _problems(_raw(), tree) == ("models[1]: model 'fcn_beta': field 'kwargs' needs 'depth'",)
 
 
 def test_s3_paths_are_not_fetched_during_validation(tree):
@@ -291,5 +345,58 @@ def test_baseline_metrics_are_checked_by_name_and_may_be_switched_off(tree):
     assert parse_config(resolved, base_dir=str(tree)).baselines == chosen.baselines
     assert parse_config(_raw() | {"baselines": {"metrics": []}}, base_dir=str(tree)).baselines.names() == ()
     problems = _problems(_raw() | {"baselines": {"metrics": ["leep", "leap"], "n_pixels": 1}}, tree)
-    assert problems[0].startswith("baselines.metrics: unknown metric(s) 'leap'")
+    assert problems[0] == ("baselines.metrics[1]: expected one of leep, nleep, nce, hscore, hscore_shrinkage, logme, "
+                           "gbc, transrate, jc_otce, got 'leap' (did you mean 'leep'?)")
     assert problems[1].startswith("baselines.n_pixels: expected an integer >= 2")
+
+
+def test_allowed_entrypoints_restrict_python_models_to_module_prefixes(tree):
+    assert parse_config(_raw(), base_dir=str(tree)).allowed_entrypoints is None  # default: no restriction
+    config = parse_config(_raw() | {"allowed_entrypoints": ["torchvision.models", "zoo"]}, base_dir=str(tree))
+    assert config.allowed_entrypoints == ("torchvision.models", "zoo")  # zoo.fcn is inside zoo
+    resolved = {key: value for key, value in config.to_dict().items() if key != "config_path"}
+    assert parse_config(resolved, base_dir=str(tree)) == RunConfig(**{**vars(config), "config_path": None})
+    assert _problems(_raw() | {"allowed_entrypoints": ["zoo.fc"]}, tree) == (
+        "models[1].entrypoint: module 'zoo.fcn' is not under allowed_entrypoints (zoo.fc)",)  # a prefix of names
+    assert _problems(_raw() | {"allowed_entrypoints": []}, tree) == (
+        "models[1].entrypoint: module 'zoo.fcn' is not under allowed_entrypoints (none allowed)",)
+
+
+def test_relative_paths_in_a_config_on_s3_stay_in_its_bucket(tree):
+    config = parse_config(_raw(), base_dir="s3://otce-configs/runs")
+    assert config.store == "s3://otce-configs/runs/otce-store"
+    assert config.models[0]["source"]["root"] == "s3://otce-configs/runs/data/alpha"
+    assert parse_config(_raw() | {"store": "../stores/a"}, base_dir="s3://otce-configs/runs").store == \
+        "s3://otce-configs/stores/a"
+    raw = _raw() | {"store": "../../other-bucket/x"}
+    raw["models"][0]["path"] = "../../../etc/model.pt"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, base_dir="s3://otce-configs/runs")
+    assert caught.value.problems == (
+        "store: relative path '../../other-bucket/x' leaves the config's bucket 'otce-configs'",
+        "models[0].path: relative path '../../../etc/model.pt' leaves the config's bucket 'otce-configs'",
+    )
+
+
+def test_yaml_with_an_unhashable_key_is_a_config_problem(tree):
+    (tree / "run.yaml").write_text("store: x\n? [1, 2]\n: y\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tree / "run.yaml"))
+    assert caught.value.problems == (f"config: '{tree / 'run.yaml'}' is not valid YAML: found unhashable key "
+                                     "(line 2, column 3)",)
+
+
+def test_bad_values_end_the_cli_with_exit_2_and_one_line_each(tree, capsys):
+    from otce_ray.cli import main
+
+    text = yaml.safe_dump(_raw()).replace("epsilon: null", "epsilon: .inf")
+    text = text.replace("feature_layer: backbone.layer4",
+                        "feature_layer: backbone.layer4\n  kwargs: {note: 2024-01-01}")
+    (tree / "run.yaml").write_text(text + "baselines: {metrics: 5}\n")
+
+    assert main(["score", "--config", str(tree / "run.yaml")]) == 2
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"otce-ray: error: ConfigError: invalid run config {tree / 'run.yaml'} (3 problems):"
+    assert [line.split(":")[0] for line in lines[1:]] == ["  models[1].kwargs.note", "  otce.epsilon",
+                                                          "  baselines.metrics"]

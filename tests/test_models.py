@@ -105,7 +105,8 @@ def test_model_loads_from_s3(tmp_path, s3_bucket):
 @pytest.mark.parametrize(
     "entry,message",
     [
-        ({"name": "m", "format": "onnx", "path": "x"}, "field 'format' is 'onnx'"),
+        ({"name": "m", "format": "onnx", "path": "x"},
+         "field 'format': expected one of torchscript, python, builtin, got 'onnx'"),
         ({"name": "m", "format": "torchscript"}, "field 'path' is required"),
         ({"name": "m", "format": "python", "entrypoint": "nocolon"}, "field 'entrypoint'"),
         ({"name": "m", "format": "builtin", "architecture": "unet", "mean": [1, 2]}, "field 'mean'"),
@@ -191,7 +192,7 @@ def test_unknown_feature_layer_and_unknown_architecture():
                            "feature_layer": "neck"})
     assert "feature_layer 'neck' is not a submodule" in message and "body" in message
     message = _load_error({"name": "ar", "format": "builtin", "architecture": "resnet"})
-    assert "unknown architecture 'resnet'" in message and str(sorted(ARCHITECTURES)) in message
+    assert f"field 'architecture': expected one of {', '.join(ARCHITECTURES)}, got 'resnet'" in message
 
 
 def test_unreachable_s3_endpoint(monkeypatch):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from otce_ray import fs
-from otce_ray.config import name_problem
+from otce_ray.schema import name_problem, require_name
 
 STATUSES = ("ok", "failed")
 RESULTS_DIR = "results"
@@ -79,7 +79,8 @@ class ModelResult:
 
 
 def result_uri(output: str, model: str) -> str:
-    return fs.join(output, RESULTS_DIR, f"{model}.json")
+    """Where a model's record lives; a name that is not folder-safe (``../x``) is a ValueError, never a path."""
+    return fs.join(output, RESULTS_DIR, f"{require_name(model, 'model')}.json")
 
 
 def record_result(output: str, result: ModelResult) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from otce_ray.schema import IMAGENET_MEAN, IMAGENET_STD, MODEL, Problem, name_problem, quoted_path, shown
@@ -38,8 +38,8 @@ class ModelSpec:
 
     name: str
     format: str
-    path: str | None = MODEL.default("path")
-    entrypoint: str | None = MODEL.default("entrypoint")
+    path: str | None = None  # required by format torchscript, absent from the others
+    entrypoint: str | None = None  # required by format python, absent from the others
     architecture: str | None = MODEL.default("architecture")
     num_classes: int = MODEL.default("num_classes")
     kwargs: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL.default("kwargs")))
@@ -87,8 +87,9 @@ def _applicable(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The entry less the fields that do not apply to its format and hold their default (``to_dict`` writes every
     field, so its output reads back)."""
     own = MODEL.fields(entry.get("format")).settings
-    return {key: value for key, value in entry.items()
-            if key in own or key not in MODEL.keys() or value != MODEL.default(key)}
+    unset = {f.name: f.default_factory() if f.default is MISSING else f.default
+             for f in fields(ModelSpec) if (f.default, f.default_factory) != (MISSING, MISSING)}
+    return {key: value for key, value in entry.items() if key in own or key not in unset or value != unset[key]}
 
 
 def _told(problems: list[Problem], fmt: Any) -> str:

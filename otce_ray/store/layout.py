@@ -10,13 +10,15 @@ read: a run extracts its stores again under their key.
 from __future__ import annotations
 
 from otce_ray import fs
+from otce_ray.schema import require_name
 
 MANIFEST = "_manifest.json"
 
 
 def model_uri(store: str, dataset: str, model: str) -> str:
-    """The folder of every store of (dataset, model), one subfolder per extraction key."""
-    return fs.join(store, dataset, model)
+    """The folder of every store of (dataset, model), one subfolder per extraction key. Every path into a store is
+    built here, so a name that is not folder-safe (``../x``) is a ValueError naming it, never a path elsewhere."""
+    return fs.join(store, require_name(dataset, "dataset"), require_name(model, "model"))
 
 
 def store_uri(store: str, dataset: str, model: str, key: str) -> str:
