@@ -1,40 +1,76 @@
-"""``otce-ray bench ot`` end to end on a tiny size: a correctness check of the command, not a timing test."""
+"""``otce-ray bench ot`` end to end on tiny sizes: the command's output and what its JSON claims, not timings."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import pytest
+
+from otce_ray.bench import ot as bench
 from otce_ray.cli import main
+from otce_ray.scoring.estimator import DEFAULT_EPSILON
+from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
+
+
+def _run(capsys, arguments):
+    lines = capsys.readouterr().out.strip().splitlines()
+    return lines, json.loads(lines[-1])
 
 
 def test_bench_ot_prints_a_table_and_a_json_summary_last(capsys, monkeypatch):
     # The solves run in spawned children: one OpenMP thread each keeps them quick on a shared machine.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert main(["bench", "ot", "--sizes", "300", "--dim", "8"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    summary = json.loads(lines[-1])
-    assert summary["n"] == 300 and summary["dim"] == 8
-    assert summary["speedup_vs_pot"] > 0 and math.isfinite(summary["speedup_vs_pot"])
-    assert summary["peak_memory_ratio_vs_pot"] >= 0
-    assert summary["ce_abs_diff"] <= 1e-3  # both solved the same problem to the same tolerance
-    assert any(line.split()[:2] == ["300", "otce-ray"] for line in lines)
-    assert any(line.split()[:3] == ["300", "POT", "sinkhorn"] for line in lines)
+    lines, summary = _run(capsys, None)
+    assert (summary["corpus"], summary["n"], summary["dim"]) == ("pixels", 300, 8)
+    assert (summary["epsilon"], summary["tolerance"]) == (DEFAULT_EPSILON, DEFAULT_TOLERANCE)
+    assert summary["device"] == "otce-ray (cpu)" and summary["peer"].startswith("POT sinkhorn float")
+    assert summary["converged"] is True and summary["remedy"] is None
+    assert summary["ours_iterations"] > 0 and summary["pot_iterations"] > 0
+    assert summary["ours_seconds"] > 0 and summary["pot_seconds"] > 0
+    assert summary["speedup_vs_pot"] == pytest.approx(summary["pot_seconds"] / summary["ours_seconds"], rel=0.1)
+    assert summary["ours_peak_mib"] >= 0 and summary["pot_peak_mib"] > 0 and summary["peak_memory_ratio_vs_pot"] >= 0
+    # Both solved the same problem to the same tolerance: the conditional entropies agree, as the table shows.
+    rows = {" ".join(line.split()[1:-5]): line.split() for line in lines if line.split()[:1] == ["300"]}
+    ours, peer = rows["otce-ray (cpu)"], rows[summary["peer"]]
+    assert float(ours[-3]) <= DEFAULT_TOLERANCE and float(peer[-3]) <= DEFAULT_TOLERANCE  # marginal errors
+    assert summary["ce_abs_diff"] == pytest.approx(abs(float(ours[-1]) - float(peer[-1])), abs=1e-5)
+    assert summary["ce_abs_diff"] <= 1e-3
+    [size] = summary["per_size"]
+    assert size == {key: summary[key] for key in size}
+
+
+def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert bench.main(sizes=[500], corpus="stress") == 0
+    lines, summary = _run(capsys, None)
+    assert summary["corpus"] == "stress" and summary["tolerance"] == DEFAULT_TOLERANCE
+    [case] = summary["cases"]  # the bench corpus's only case at n <= 500
+    assert (case["case"], case["n"], case["converged"]) == ("relu_flat", 500, bench.STRESS_SEEDS)
+    assert summary["solves"] == bench.STRESS_SEEDS and summary["fraction_converged"] == 1.0
+    assert summary["worst_marginal_error"] == case["max_marginal_error"] <= DEFAULT_TOLERANCE
+    assert summary["passes_max"] == max(case["passes"]) and summary["passes_median"] > 0
+    assert case["reference_marginal_error"] <= DEFAULT_TOLERANCE / 10
+    assert summary["max_ce_abs_diff_vs_pot"] == case["ce_abs_diff"] <= 1e-3
+    assert any(line.startswith("relu_flat") for line in lines) and lines[-2].startswith("# worst marginal error")
+
+
+def test_an_unknown_corpus_is_refused():
+    with pytest.raises(ValueError, match="corpus: unknown corpus 'pixel'"):
+        bench.main(sizes=[100], corpus="pixel")
 
 
 def test_without_room_for_pot_only_ours_runs_and_the_json_says_so(capsys, monkeypatch):
     """Where POT's n x n arrays cannot fit (N = 1,000,000 on one card), ours still runs and is reported alone."""
-    from otce_ray.bench import ot as bench
-
     # In-process stand-in for the child processes, with no free memory reported for POT.
     monkeypatch.setattr(bench, "_in_child", lambda function, *args: 0 if function is bench._free_bytes
                         else function(*args))
     monkeypatch.setattr(bench, "_peak_meter", lambda device: lambda: 0.0)  # /proc/self/clear_refs is per process
     assert bench._pot_peers(200, 8, 0, 0.05, 1e-3, "cpu", free=0) == []
     assert bench.main(sizes=[200], dim=8) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines, summary = _run(capsys, None)
     assert any("no POT peer" in line and "exceed the 0.0 GiB free" in line for line in lines)
-    summary = json.loads(lines[-1])
-    assert "speedup_vs_pot" not in summary
+    assert "speedup_vs_pot" not in summary and summary["per_size"] == []
     [only] = summary["ours_only"]
-    assert only["n"] == 200 and only["converged"] and only["ours_seconds"] > 0
+    assert only["n"] == 200 and only["converged"] and only["ours_seconds"] > 0 and math.isfinite(only["ours_seconds"])

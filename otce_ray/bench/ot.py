@@ -1,14 +1,20 @@
 """``otce-ray bench ot``: our streamed Sinkhorn against POT on the same pixel sets, eps and tolerance.
 
-Each solve runs in a fresh process so its peak memory is its own: on CPU the process's VmHWM above its resident size
-before the solve, on CUDA the card's peak allocation above what was allocated before. On CUDA both sides run on the
-same card (POT through its torch backend) after a small warm-up solve, so neither pays for CUDA's start-up. Both
-solve the same problem: the cost centred and divided by the same cost scale, the same eps, and the same stopping rule
-expressed as the L1 error of the plan's marginals. POT stops on the L2 error of one marginal, so its threshold starts
-where an L1 error spread evenly would put it (4 tol / sqrt(n)) and halves until its plan meets our L1 tolerance. The
-peer is the fastest POT configuration whose plan converges: plain ``sinkhorn`` in float32 (what our solver computes
-in) and, on CPU, float64; the log-domain methods only when none converges. Where POT's n x n arrays cannot fit in
-the memory free on the device, only ours runs. The last printed line is one JSON object for scripts.
+Two corpora. ``pixels`` (default): clustered pixel sets at ``--sizes``, ours against POT's fastest converging
+configuration, with seconds, passes and peak memory per size. ``stress``: the convergence stress corpus
+(``otce_ray.scoring.stress.BENCH_CORPUS``, the cases up to the largest of ``--sizes``), STRESS_SEEDS clouds per case,
+each held to the tolerance, with POT's ``sinkhorn_log`` on the same cost as the reference up to REFERENCE_MAX_N.
+
+Each ``pixels`` solve runs in a fresh process so its peak memory is its own: on CPU the process's VmHWM above its
+resident size before the solve, on CUDA the card's peak allocation above what was allocated before. Both sides first
+solve a small warm-up problem in that process, so neither is charged for loading library code or for CUDA's start-up
+(on CUDA both run on the same card, POT through its torch backend). Both solve the same problem: the cost centred and
+divided by the same cost scale, the same eps, and the same stopping rule expressed as the L1 error of the plan's
+marginals. POT stops on the L2 error of one marginal, so its threshold starts where an L1 error spread evenly would put
+it (4 tol / sqrt(n)) and halves until its plan meets our L1 tolerance. The peer is the fastest POT configuration whose
+plan converges: plain ``sinkhorn`` in float32 (what our solver computes in) and, on CPU, float64; the log-domain
+methods only when none converges. Where POT's n x n arrays cannot fit in the memory free on the device, only ours
+runs. The last printed line is one JSON object for scripts.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import statistics
 import time
 from typing import Any, Callable
 
@@ -30,6 +37,8 @@ POT_MAX_ITERATIONS = 100_000
 POT_THRESHOLD_TRIES = 8
 CLASSES = 8
 WARM_UP_POINTS = 256
+STRESS_SEEDS = 3  # clouds per stress case (seed, seed + 1, ...)
+REFERENCE_MAX_N = 2000  # POT's sinkhorn_log (float64, n x n log-sum-exps) as the stress reference up to this size
 
 
 def pixel_sets(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -83,8 +92,7 @@ def _ours(n: int, dim: int, seed: int, epsilon: float, tolerance: float, device:
         return otce_score(xs, ys, xt, yt, n_pixels=points, repeats=1, epsilon=epsilon, tolerance=tolerance,
                           device=device)
 
-    if device == "cuda":
-        solve(WARM_UP_POINTS)
+    solve(WARM_UP_POINTS)
     peak = _peak_meter(device)
     started = time.perf_counter()
     result = solve(n)  # returns host numbers: the device has finished
@@ -98,6 +106,7 @@ def _ours(n: int, dim: int, seed: int, epsilon: float, tolerance: float, device:
         "conditional_entropy": record.conditional_entropy,
         "peak_mib": peak(),
         "converged": record.converged,
+        "remedy": record.remedy,
     }
 
 
@@ -133,8 +142,7 @@ def _pot(n: int, dim: int, seed: int, epsilon: float, tolerance: float, method: 
         error = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - a).abs().sum())
         return plan, log, joint, error
 
-    if device == "cuda":
-        solve(WARM_UP_POINTS, threshold)
+    solve(WARM_UP_POINTS, threshold)
     peak = _peak_meter(device)
     started = time.perf_counter()
     plan, log, joint, error = solve(n, threshold)
@@ -186,20 +194,14 @@ def _pot_peers(n: int, dim: int, seed: int, epsilon: float, tolerance: float, de
     return sorted((run for run in found if run), key=lambda run: run["seconds"])
 
 
-def main(sizes: list[int], dim: int = 64, epsilon: float | None = None, seed: int = 0, device: str = "auto",
-         tolerance: float | None = None) -> int:
-    from otce_ray.scoring.estimator import DEFAULT_EPSILON
-    from otce_ray.scoring.inputs import resolve_device
-    from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
-
-    epsilon = DEFAULT_EPSILON if epsilon is None else epsilon
-    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    kind = resolve_device(device).type
+def _pixels(sizes: list[int], dim: int, epsilon: float, seed: int, kind: str, tolerance: float) -> dict[str, Any]:
+    """The ``pixels`` corpus: every size against POT; the JSON's top level is the largest size compared."""
     free = _in_child(_free_bytes, kind)
-    print(f"# d = {dim}, relative eps = {epsilon} (cost / median cost), L1 marginal tolerance = {tolerance}, "
-          f"device {kind}")
-    print(f"{'n':>7} {'method':<28} {'seconds':>9} {'iters':>6} {'marg.err':>9} {'peak MiB':>9} {'CE':>9}")
+    print(f"# corpus pixels, d = {dim}, relative eps = {epsilon} (cost / median cost), L1 marginal tolerance = "
+          f"{tolerance}, device {kind}")
+    print(f"{'n':>7} {'method':<28} {'seconds':>9} {'passes':>6} {'marg.err':>9} {'peak MiB':>9} {'CE':>9}")
     summary: dict[str, Any] = {}
+    per_size: list[dict[str, Any]] = []
     ours_only: list[dict[str, Any]] = []
     for n in sizes:
         ours = _in_child(_ours, n, dim, seed, epsilon, tolerance, kind)
@@ -207,12 +209,14 @@ def main(sizes: list[int], dim: int = 64, epsilon: float | None = None, seed: in
         for run in (ours, *peers):
             print(f"{n:>7} {run['method']:<28} {run['seconds']:>9.2f} {run['iterations']:>6} "
                   f"{run['marginal_error']:>9.1e} {run['peak_mib']:>9.1f} {run['conditional_entropy']:>9.5f}")
+        mine = {"n": n, "ours_seconds": round(ours["seconds"], 3), "ours_iterations": ours["iterations"],
+                "ours_peak_mib": round(ours["peak_mib"], 1), "converged": ours["converged"],
+                "remedy": ours["remedy"]}
         if not peers:
             need = POT_ARRAYS * n * n * 4 / 2**30
             print(f"{n:>7} {'no POT peer':<28} none converged, or its n x n arrays (~{need:.1f} GiB in float32) "
                   f"exceed the {free / 2**30:.1f} GiB free")
-            ours_only.append({"n": n, "ours_seconds": round(ours["seconds"], 3), "ours_iterations": ours["iterations"],
-                              "ours_peak_mib": round(ours["peak_mib"], 1), "converged": ours["converged"]})
+            ours_only.append(mine)
             continue
         peer = peers[0]
         speedup = peer["seconds"] / ours["seconds"]
@@ -227,6 +231,83 @@ def main(sizes: list[int], dim: int = 64, epsilon: float | None = None, seed: in
             "ours_seconds": round(ours["seconds"], 3), "pot_seconds": round(peer["seconds"], 3),
             "ours_iterations": ours["iterations"], "pot_iterations": peer["iterations"],
             "ours_peak_mib": round(ours["peak_mib"], 1), "pot_peak_mib": round(peer["peak_mib"], 1),
+            "converged": ours["converged"], "remedy": ours["remedy"],
         }
-    print(json.dumps(summary | ({"ours_only": ours_only} if ours_only else {})))
+        per_size.append(summary)
+    return summary | {"corpus": "pixels", "per_size": per_size} | ({"ours_only": ours_only} if ours_only else {})
+
+
+def _stress_run(case, tolerance: float, device: str) -> dict[str, Any]:
+    from otce_ray.scoring.estimator import otce_score
+
+    started = time.perf_counter()
+    result = otce_score(case.source_features, case.source_labels, case.target_features, case.target_labels,
+                        n_pixels=case.n, repeats=1, tolerance=tolerance, device=device, **case.options)
+    record = result.repeats[0]
+    return {"seconds": time.perf_counter() - started, "passes": record.iterations,
+            "marginal_error": record.marginal_error, "converged": record.converged, "remedy": record.remedy,
+            "conditional_entropy": record.conditional_entropy}
+
+
+def _stress(sizes: list[int], seed: int, kind: str, tolerance: float) -> dict[str, Any]:
+    """The ``stress`` corpus: every case up to the largest size, STRESS_SEEDS clouds each, against POT's
+    ``sinkhorn_log`` on the first cloud up to REFERENCE_MAX_N."""
+    from otce_ray.scoring.stress import BENCH_CORPUS, pot_reference, stress_case
+
+    print(f"# corpus stress, {STRESS_SEEDS} clouds per case (seeds {seed}..{seed + STRESS_SEEDS - 1}), "
+          f"L1 marginal tolerance = {tolerance}, device {kind}; reference: POT sinkhorn_log float64 up to "
+          f"n = {REFERENCE_MAX_N}")
+    print(f"{'case':<32} {'n':>6} {'d':>5} {'s/solve':>8} {'passes':>11} {'max err':>8} {'conv':>5} "
+          f"{'remedies':<14} {'|dCE| POT':>9}")
+    cases, runs = [], []
+    for name, n in BENCH_CORPUS:
+        if n > max(sizes):
+            continue
+        clouds = [stress_case(name, n, seed + k) for k in range(STRESS_SEEDS)]
+        solved = [_stress_run(cloud, tolerance, kind) for cloud in clouds]
+        reference = pot_reference(clouds[0], tolerance) if n <= REFERENCE_MAX_N else None
+        ce_diff = None if reference is None else abs(solved[0]["conditional_entropy"] - reference.conditional_entropy)
+        passes = [run["passes"] for run in solved]
+        remedies = sorted({run["remedy"] for run in solved if run["remedy"]})
+        row = {"case": name, "n": n, "dim": clouds[0].dim, "seconds": round(statistics.mean(
+               run["seconds"] for run in solved), 3), "passes": passes,
+               "max_marginal_error": max(run["marginal_error"] for run in solved),
+               "converged": sum(run["converged"] for run in solved), "remedies": remedies, "ce_abs_diff": ce_diff,
+               "reference_marginal_error": None if reference is None else reference.marginal_error}
+        print(f"{name:<32} {n:>6} {row['dim']:>5} {row['seconds']:>8.2f} "
+              f"{statistics.median(passes):>5.0f}/{max(passes):<5} {row['max_marginal_error']:>8.1e} "
+              f"{row['converged']:>2}/{len(solved):<2} {','.join(remedies) or '-':<14} "
+              f"{'-' if ce_diff is None else f'{ce_diff:.1e}':>9}")
+        cases.append(row)
+        runs += solved
+    passes = [run["passes"] for run in runs]
+    diffs = [row["ce_abs_diff"] for row in cases if row["ce_abs_diff"] is not None]
+    summary = {
+        "corpus": "stress", "tolerance": tolerance, "device": kind, "solves": len(runs),
+        "worst_marginal_error": max(run["marginal_error"] for run in runs),
+        "passes_median": statistics.median(passes), "passes_max": max(passes),
+        "fraction_converged": sum(run["converged"] for run in runs) / len(runs),
+        "max_ce_abs_diff_vs_pot": max(diffs) if diffs else None, "cases": cases,
+    }
+    print(f"# worst marginal error {summary['worst_marginal_error']:.1e}, passes median {summary['passes_median']:.0f}"
+          f" max {summary['passes_max']}, converged {summary['fraction_converged']:.0%} of {len(runs)} solves, "
+          f"max |dCE| vs POT {'-' if not diffs else f'{max(diffs):.1e}'}")
+    return summary
+
+
+def main(sizes: list[int], dim: int = 64, epsilon: float | None = None, seed: int = 0, device: str = "auto",
+         tolerance: float | None = None, corpus: str = "pixels") -> int:
+    from otce_ray.scoring.estimator import DEFAULT_EPSILON
+    from otce_ray.scoring.inputs import resolve_device
+    from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
+
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    kind = resolve_device(device).type
+    if corpus == "stress":
+        summary = _stress(sizes, seed, kind, tolerance)
+    elif corpus == "pixels":
+        summary = _pixels(sizes, dim, DEFAULT_EPSILON if epsilon is None else epsilon, seed, kind, tolerance)
+    else:
+        raise ValueError(f"corpus: unknown corpus {corpus!r} (expected 'pixels' or 'stress')")
+    print(json.dumps(summary))
     return 0
