@@ -453,6 +453,10 @@ class ByFormat(Constraint):
         """Every key any format accepts."""
         return set(self.common).union(*(own.settings for own in self.formats.values()))
 
+    def always_required(self, key: str) -> bool:
+        """Whether every spec needs ``key`` (else only the formats that declare it require it)."""
+        return key in self.common and self.common[key].required
+
     def default(self, key: str) -> Any:
         """A key's default (the same in every format that declares it; tests hold the declarations to that)."""
         own = [fields.settings[key] for fields in self.formats.values() if key in fields.settings]

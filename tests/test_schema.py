@@ -85,6 +85,20 @@ def test_readme_error_example_is_what_the_checker_says():
     assert line in " ".join(README.read_text().split())
 
 
+def test_readers_say_which_format_requires_a_key():
+    from otce_ray.datasets import DatasetError
+    from otce_ray.datasets.spec import normalize_spec
+    from otce_ray.models import ModelError
+
+    with pytest.raises(ModelError) as caught:
+        ModelSpec.from_dict({"name": "b", "format": "builtin"})
+    assert str(caught.value) == "model 'b': field 'architecture' is required for format 'builtin'"
+    with pytest.raises(DatasetError) as caught:
+        normalize_spec({"name": "f", "format": "folder"})
+    assert str(caught.value) == ("dataset 'f': spec key 'root' is required; spec key 'label_map' is required for "
+                                 "format folder")
+
+
 @pytest.mark.parametrize(
     ("constraint", "value", "problem"),
     [

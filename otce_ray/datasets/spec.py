@@ -65,7 +65,7 @@ def _told(problem: Problem, fmt: str) -> str:
         allowed = ", ".join(sorted(DATASET.fields(fmt).settings))
         return f"spec key {key!r} is not a {fmt} dataset key; allowed: {allowed}"
     if problem.kind == "missing":
-        return f"spec key {key!r} is required" + ("" if key in DATASET.common else f" for format {fmt}")
+        return f"spec key {key!r} is required" + ("" if DATASET.always_required(key) else f" for format {fmt}")
     return f"spec key {quoted_path(problem.path)}: {problem.text}"
 
 

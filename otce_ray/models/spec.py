@@ -101,7 +101,7 @@ def _told(problems: list[Problem], fmt: Any) -> str:
         if problem.kind == "unknown" and key in MODEL.keys():
             told.append(f"field {key!r} does not apply to format {fmt!r}")
         elif problem.kind == "missing":
-            told.append(f"field {key!r} is required" + ("" if key in MODEL.common else f" for format {fmt!r}"))
+            told.append(f"field {key!r} is required" + ("" if MODEL.always_required(key) else f" for format {fmt!r}"))
         elif problem.kind == "invalid":
             told.append(f"field {quoted_path(problem.path)}: {problem.text}")
     return "; ".join(told)
