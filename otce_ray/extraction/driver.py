@@ -171,6 +171,9 @@ class ExtractionJobs:
         self._waiting_since: float | None = None
         self._reported_at = 0.0
         self._failed_starts = 0
+        self._manifests: list[tuple[ExtractionSummary, dict[str, Any]]] = []
+        # no CPU asked: a PUT may run anywhere, on the head too, and never waits behind extraction or scoring
+        self._write_manifest = ray.remote(write_manifest).options(num_cpus=0, max_retries=3, retry_exceptions=True)
 
     def add(self, plans: Iterable[StorePlan]) -> None:
         for job in map(StoreJob, plans):
@@ -180,10 +183,11 @@ class ExtractionJobs:
             self._queued += len(job.shards)
 
     def idle(self) -> bool:
-        return self._queued == 0
+        return self._queued == 0 and not self._manifests
 
     def start(self) -> list[Call]:
-        calls = self.pool.grow(self._queued + self._running) if self._queued else []
+        calls = self._write_manifests()
+        calls += self.pool.grow(self._queued + self._running) if self._queued else []
         self._check_waiting()
         for worker in self.pool.free():
             while self._queued and worker.busy < CONCURRENT_SHARDS:
@@ -197,11 +201,20 @@ class ExtractionJobs:
             self.pool.mark_ready(key[1])
             self._failed_starts = 0
             return
+        if key[0] == "manifest":
+            self.on_store(key[1])
+            return
         _, index, job, shard = key
         self._release(index, job)
         self._record(job, value)
 
     def failed(self, key: tuple, error: BaseException) -> None:
+        if key[0] == "manifest":
+            summary = key[1]
+            cause = getattr(error, "cause", None) or error
+            summary.status, summary.error = "failed", f"model {summary.model!r}: cannot write manifest: {cause}"
+            self.on_store(summary)
+            return
         if key[0] == "ready":  # never started: its node went away, it was retired, or it cannot be built
             self.pool.lose(key[1])
             self._failed_starts += 1
@@ -307,13 +320,25 @@ class ExtractionJobs:
         if job.running or job.queued or not (complete or job.error) or job.finished < 0:
             return
         job.finished = job.finished or time.time()
-        summary = finish_job(job)
+        summary, manifest = summarise(job)
         job.finished = -1.0  # reported: never again
-        self.on_store(summary)
+        if manifest is None:
+            self.on_store(summary)
+        else:  # its store is complete once the manifest is written
+            self._manifests.append((summary, manifest))
+
+    def _write_manifests(self) -> list[Call]:
+        """The manifests of finished stores, each written by a tiny task, so the loop never waits on a PUT."""
+        calls = []
+        while self._manifests:
+            summary, manifest = self._manifests.pop()
+            ref = self._write_manifest.remote(manifest["store"], summary.dataset, summary.model, manifest["body"])
+            calls.append(Call(("manifest", summary), ref, f"manifest of model {summary.model!r} on {summary.dataset!r}"))
+        return calls
 
 
-def finish_job(job: StoreJob) -> ExtractionSummary:
-    """Write the manifest of a job whose shards all succeeded, and summarise it."""
+def summarise(job: StoreJob) -> tuple[ExtractionSummary, dict[str, Any] | None]:
+    """A finished job's summary, and the manifest to write when all its shards succeeded."""
     request = job.request
     results = [job.results[shard] for shard in sorted(job.results)]
     timings: Counter = Counter()
@@ -340,15 +365,11 @@ def finish_job(job: StoreJob) -> ExtractionSummary:
         finished_at=job.finished,
     )
     if job.error:
-        return summary
+        return summary, None
     first = results[0]
     parts = [{"file": part_name(r.shard), "shard": r.shard, "rows": r.rows, "images": r.images} for r in results]
-    manifest = request.metadata(first.feature_dim, first.logit_dim, summary.images, summary.rows, parts=parts)
-    try:
-        write_manifest(request.store, request.dataset, request.model.name, manifest)
-    except Exception as error:  # noqa: BLE001 - this store fails, the run goes on
-        summary.status, summary.error = "failed", f"model {request.model.name!r}: cannot write manifest: {error}"
-    return summary
+    body = request.metadata(first.feature_dim, first.logit_dim, summary.images, summary.rows, parts=parts)
+    return summary, {"store": request.store, "body": body}
 
 
 def run_extraction(

@@ -21,7 +21,7 @@ from otce_ray.config import RunConfig
 from otce_ray.datasets import DatasetError, SegmentationDataset, open_datasets
 from otce_ray.extraction.driver import ExtractionSummary, StorePlan, describe, plan_store
 from otce_ray.extraction.shard import EXTRACTION_VERSION
-from otce_ray.leaderboard import load_results
+from otce_ray.leaderboard import ModelResult, load_results
 from otce_ray.models import ModelSpec
 from otce_ray.models.identity import model_identity
 from otce_ray.pipeline.repeat import scoring_key
@@ -49,6 +49,7 @@ class ModelPlan:
     fingerprint: str = ""
     stores: tuple[StorePlan | ExtractionSummary, ...] = ()  # "run": source store, then target unless the same
     error: str | None = None
+    result: ModelResult | None = None  # "reuse": the recorded result
 
     @property
     def name(self) -> str:
@@ -105,7 +106,7 @@ def make_plan(config: RunConfig, cluster: ClusterView, *, reuse: bool = True) ->
         fingerprint = model_fingerprint(config, spec, identity, fingerprints)
         done = previous.get(spec["name"])
         if done is not None and done.status == "ok" and done.fingerprint == fingerprint:
-            return ModelPlan(spec, "reuse", fingerprint)
+            return ModelPlan(spec, "reuse", fingerprint, result=done)
         stores = tuple(
             plan_store(model, datasets[name], config.store, pixels_per_image=config.extraction.pixels_per_image,
                        seed=config.otce.seed, num_shards=config.extraction.num_shards, feature_dtype=FEATURE_DTYPE,

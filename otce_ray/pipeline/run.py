@@ -24,7 +24,7 @@ import ray
 from otce_ray.cluster import Cluster, DispatchStats, drive
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionJobs, ExtractionSummary, StorePlan, WorkerPool, WorkerSettings
-from otce_ray.leaderboard import ModelResult, build_leaderboard, load_results, write_leaderboard, write_run_json
+from otce_ray.leaderboard import ModelResult, build_leaderboard, write_leaderboard, write_run_json
 from otce_ray.pipeline.plan import RunPlan, make_plan
 from otce_ray.pipeline.progress import Progress
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
@@ -46,10 +46,10 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
         cluster = Cluster()
         plan = make_plan(config, cluster.view)
         bar = Progress(total=len(config.models), done=len(plan.by_action("reuse")), enabled=progress)
-        details = _execute(plan, cluster, bar)
+        recorded = {model.name: model.result for model in plan.by_action("reuse")}
+        details = _execute(plan, cluster, bar, recorded)
         bar.close()
-        names = {spec["name"] for spec in config.models}
-        results = [r for r in load_results(config.output) if r.model in names]
+        results = [recorded[spec["name"]] for spec in config.models]
         board = build_leaderboard(results)
         write_leaderboard(config.output, board)
         timings = {"total_seconds": time.perf_counter() - started, "models_run": len(plan.by_action("run")),
@@ -62,13 +62,15 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
             ray.shutdown()
 
 
-def _execute(plan: RunPlan, cluster: Cluster, bar: Progress) -> dict[str, Any]:
-    """Extract and score every model the plan runs; returns what run.json records about it."""
+def _execute(plan: RunPlan, cluster: Cluster, bar: Progress, results: dict[str, ModelResult]) -> dict[str, Any]:
+    """Extract and score every model the plan runs, adding its result to ``results``; returns what run.json records
+    about the run."""
     config = plan.config
     models: dict[str, ScoredModel] = {}
     extracted: dict[str, dict[str, Any]] = {}
 
     def on_result(model: ScoredModel, result: ModelResult) -> None:
+        results[model.name] = result
         bar.scored(failed=result.status == "failed")
 
     scoring = ScoringJobs(config, plan.resources, cluster, on_result)

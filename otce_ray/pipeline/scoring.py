@@ -6,11 +6,13 @@ objects, and when its result is recorded the driver lets go of them. Two bounds 
 many models a run has: tasks in flight (twice the CPUs up now, or the configured cap) and the bytes of loaded
 pixels held in the object store at once (``RESIDENT_FRACTION`` of it, estimated from each store's manifest before
 its loaders start; a model larger than the budget alone still runs, alone). Every result is recorded as soon as it is
-known (``output/results/{model}.json``), so a crash loses nothing finished.
+known (``output/results/{model}.json``, written by a tiny task so the loop never waits on storage), so a crash
+loses nothing finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -74,6 +76,9 @@ class ScoringJobs:
         self._baselines = ray.remote(score_baselines).options(**options)
         self._load = ray.remote(read_samples).options(num_cpus=1, max_retries=2)
         self._tasks = [*range(config.otce.repeats), *([BASELINES] if config.baselines.names() else [])]
+        # result records are written by tiny tasks (no CPU asked), so the loop never waits on a PUT
+        self._write = ray.remote(record_result).options(num_cpus=0, max_retries=3, retry_exceptions=True)
+        self._records: list[tuple[ScoredModel, ModelResult]] = []
         self._queue: deque[ScoredModel] = deque()
         self._expected = 0
         self._in_flight = 0
@@ -97,10 +102,12 @@ class ScoringJobs:
     # --- the dispatch-loop source -----------------------------------------------------------------------------------
 
     def idle(self) -> bool:
-        return not self._queue and self._expected == 0
+        return not self._queue and self._expected == 0 and not self._records
 
     def start(self) -> list[Call]:
-        calls = []
+        calls = [Call(("record", model, result), self._write.remote(self.config.output, result),
+                      f"result record of model {model.name!r}") for model, result in self._records]
+        self._records.clear()
         cap = self._cap()
         while self._queue and self._in_flight < cap:
             model = self._queue[0]
@@ -112,13 +119,20 @@ class ScoringJobs:
             calls.append(self._submit(model, task))
         return calls
 
-    def done(self, key: tuple[ScoredModel, int | str], value: Any) -> None:
+    def done(self, key: tuple, value: Any) -> None:
+        if key[0] == "record":
+            self.on_result(key[1], key[2])
+            return
         self._in_flight -= 1
-        self._collect(*key, value)
+        self._collect(*key[1:], value)
 
-    def failed(self, key: tuple[ScoredModel, int | str], error: BaseException) -> None:
+    def failed(self, key: tuple, error: BaseException) -> None:
+        if key[0] == "record":  # retried already: the model is scored, but its record is lost (logged, not reused)
+            logger.error("model %r: its result record could not be written: %s", key[1].name, error)
+            self.on_result(key[1], dataclasses.replace(key[2], status="failed", error=f"record not written: {error}"))
+            return
         self._in_flight -= 1
-        model, task = key
+        _, model, task = key
         cause = getattr(error, "cause", None) or error
         if task == BASELINES:  # the metrics are NaN, the model still has its OTCE
             logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", model.name,
@@ -197,7 +211,7 @@ class ScoringJobs:
             ref = self._repeat.remote(*model.pixels, self.config.otce, task, device)
             what = f"OTCE repeat {task} of model {model.name!r}"
         self._in_flight += 1
-        return Call((model, task), ref, what)
+        return Call(("task", model, task), ref, what)
 
     def finish(self, model: ScoredModel) -> None:
         """Record the model's result (ok with its repeat scores, or failed with its error); let go of its pixels."""
@@ -225,5 +239,4 @@ class ScoringJobs:
                 metrics=model.metrics or {},
                 **common,
             )
-        record_result(self.config.output, result)
-        self.on_result(model, result)
+        self._records.append((model, result))

@@ -13,3 +13,7 @@
 - ``baselines``: the published metrics OTCE is compared with (LEEP, N-LEEP, NCE, H-score, LogME, GBC, TransRate,
   JC-OTCE), also pure functions.
 """
+
+# Bump with any change that can move a score for the same inputs (a solver fix, a new stopping rule, a baseline's
+# formula): a rerun then rescores instead of reusing results computed before the change.
+ENGINE_VERSION = 2
