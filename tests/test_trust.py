@@ -80,3 +80,17 @@ def test_two_runs_with_other_settings_on_one_store_each_get_their_solo_result(ra
         pd.testing.assert_frame_equal(boards[index][columns], alone[columns])
     if where == "local":  # each setting's stores in a folder of their own, side by side
         assert len(os.listdir(tmp_path / "shared" / "src" / "m0")) == 2
+
+
+def test_a_damaged_result_record_is_reported_and_its_model_scored_again(ray_local, tmp_path, datasets, caplog):
+    config = _config(tmp_path, datasets, tmp_path / "store", tmp_path / "out")
+    first = run(config, progress=False)
+    record = tmp_path / "out" / "results" / "m1.json"
+    record.write_text(record.read_text()[:40])  # cut short, as by a crash mid-write on a filesystem without rename
+    again = run(config, progress=False)
+    pd.testing.assert_frame_equal(again[["model", "otce", "status"]], first[["model", "otce", "status"]])
+    plan = json.loads((tmp_path / "out" / "run.json").read_text())["plan"]
+    assert plan["models_reused"] == 1 and plan["models_to_run"] == 1
+    assert len(plan["damaged_records"]) == 1 and plan["damaged_records"][0].startswith(f"{record}: not a valid")
+    assert "m1.json: not a valid result record" in caplog.text and "its model is scored again" in caplog.text
+    assert json.loads(record.read_text())["model"] == "m1"  # written whole again

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from otce_ray.models import ModelSpec
 from otce_ray.models.identity import model_identity
 from otce_ray.pipeline.repeat import scoring_key
 
+logger = logging.getLogger("otce_ray")
 PLANNING_THREADS = 16  # file stamps and manifests read side by side (S3 round trips)
 FEATURE_DTYPE = "float16"
 
@@ -63,6 +65,7 @@ class RunPlan:
     datasets: Mapping[str, SegmentationDataset | DatasetError]
     models: tuple[ModelPlan, ...]
     seconds: float
+    damaged_records: tuple[str, ...] = ()  # result records that could not be read: their models run again
 
     def by_action(self, action: str) -> list[ModelPlan]:
         return [model for model in self.models if model.action == action]
@@ -74,6 +77,7 @@ class RunPlan:
         return {"datasets_listed": len(self.datasets), "models_to_run": len(self.by_action("run")),
                 "models_reused": len(self.by_action("reuse")), "models_failed_to_plan": len(self.by_action("fail")),
                 "shards_to_extract": shards, "planning_seconds": round(self.seconds, 3),
+                "damaged_records": list(self.damaged_records),
                 "resources": dataclasses.asdict(self.resources)}
 
 
@@ -89,7 +93,10 @@ def make_plan(config: RunConfig, cluster: ClusterView, *, reuse: bool = True) ->
     target = datasets[config.target["name"]]
     if isinstance(target, DatasetError):
         raise target
-    previous = {result.model: result for result in load_results(config.output)} if reuse else {}
+    damaged: list[str] = []
+    previous = {result.model: result for result in load_results(config.output, damaged)} if reuse else {}
+    for problem in damaged:
+        logger.warning("%s; its model is scored again", problem)
     fingerprints = {name: dataset.fingerprint for name, dataset in datasets.items()
                     if isinstance(dataset, SegmentationDataset)}
 
@@ -117,7 +124,7 @@ def make_plan(config: RunConfig, cluster: ClusterView, *, reuse: bool = True) ->
 
     with ThreadPoolExecutor(max_workers=PLANNING_THREADS) as pool:
         models = tuple(pool.map(plan_model, config.models))
-    return RunPlan(config, resources, datasets, models, time.perf_counter() - started)
+    return RunPlan(config, resources, datasets, models, time.perf_counter() - started, tuple(damaged))
 
 
 def decide_resources(config: RunConfig, cluster: ClusterView) -> Resources:
