@@ -239,3 +239,16 @@ def test_changed_settings_extract_a_store_of_their_own_beside_the_first(cluster,
     assert second.key != first.key and complete_keys(str(tmp_path), "dsB", "psp") == sorted([first.key, second.key])
     assert len(read_pixels(str(tmp_path), "dsB", "psp", key=second.key)) == expected_rows(datasets[1], 20)
     assert len(read_pixels(str(tmp_path), "dsB", "psp", key=first.key)) == expected_rows(datasets[1], 10)
+
+
+def test_the_entrypoint_allow_list_is_enforced_on_the_workers(cluster, zoo, tmp_path):
+    model = {"name": "tiny", "format": "python", "entrypoint": "test_extraction_nets:tiny_backbone",
+             "kwargs": {"num_classes": 3}, "feature_layer": "body"}
+    refused = extract_model(model, zoo[1][1], str(tmp_path / "a"), pixels_per_image=10, num_gpus=0.5,
+                            allowed_entrypoints=["mycompany.models"])
+    assert refused.status == "failed"
+    assert ("entrypoint 'test_extraction_nets:tiny_backbone' refused: module 'test_extraction_nets' is not under "
+            "allowed_entrypoints (mycompany.models)") in refused.error
+    allowed = extract_model(model, zoo[1][1], str(tmp_path / "b"), pixels_per_image=10, num_gpus=0.5,
+                            allowed_entrypoints=["mycompany.models", "test_extraction_nets"])
+    assert allowed.status == "ok"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_extraction_nets import CoordNet, FlatNet, TinyBackbone
 
-from otce_ray.models import ARCHITECTURES, ModelError, ModelSpec, build_architecture, load_model
+from otce_ray.models import ARCHITECTURES, ModelError, ModelSpec, build_architecture, build_module, load_model
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
 
@@ -217,3 +217,15 @@ def test_spec_fingerprint_ignores_the_name_only():
     base = ModelSpec.from_dict({"name": "a", "format": "builtin", "architecture": "unet"})
     assert base.fingerprint() == ModelSpec.from_dict({**base.to_dict(), "name": "b"}).fingerprint()
     assert base.fingerprint() != ModelSpec.from_dict({**base.to_dict(), "init_seed": 1}).fingerprint()
+
+
+def test_an_entrypoint_outside_the_allow_list_is_refused_before_it_is_imported(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "evil_zoo.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = {"name": "evil", "format": "python", "entrypoint": "evil_zoo:build"}
+    with pytest.raises(ModelError, match=r"model 'evil': entrypoint 'evil_zoo:build' refused: module 'evil_zoo' is "
+                                         r"not under allowed_entrypoints \(zoo, vendor.models\)"):
+        build_module(spec, allowed_entrypoints=["zoo", "vendor.models"])
+    assert "evil_zoo" not in sys.modules

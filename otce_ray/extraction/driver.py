@@ -116,6 +116,7 @@ def plan_store(
     feature_dtype: str,
     model_identity: Mapping[str, Any],
     dataset_fingerprint: str,
+    allowed_entrypoints: Sequence[str] | None = None,
 ) -> StorePlan | ExtractionSummary:
     """The plan for one pair, or its final summary when its store is already complete for the same settings."""
     try:
@@ -126,6 +127,7 @@ def plan_store(
             model=spec, dataset=dataset.name, dataset_fingerprint=dataset_fingerprint, store=store,
             pixels_per_image=pixels_per_image, seed=seed, num_shards=shards, feature_dtype=feature_dtype,
             model_identity=dict(model_identity),
+            allowed_entrypoints=None if allowed_entrypoints is None else tuple(allowed_entrypoints),
         )
         manifest = read_manifest(store, dataset.name, spec.name, request.key)
         if manifest is not None:
@@ -387,14 +389,16 @@ def run_extraction(
     max_retries: int = 3,
     feature_dtype: str = "float16",
     decode_threads: int = DECODE_THREADS,
+    allowed_entrypoints: Sequence[str] | None = None,
 ) -> list[ExtractionSummary]:
     """Fill ``{store}/{dataset}/{model}`` for every model and each of its datasets; one summary per pair, in order.
 
     Each dataset is listed once. ``num_shards`` None splits each dataset into shards of about ``IMAGES_PER_SHARD``
-    images; ``max_workers`` None runs as many workers as the cluster can. Never raises for a bad model or dataset.
+    images; ``max_workers`` None runs as many workers as the cluster can; ``allowed_entrypoints`` (module prefixes)
+    restricts the Python entrypoints workers may import. Never raises for a bad model or dataset.
     """
     from otce_ray.cluster import Cluster, drive
-    from otce_ray.datasets import dataset_fingerprint, open_datasets
+    from otce_ray.datasets import open_datasets
 
     if pixels_per_image < 1 or batch_size < 1 or num_gpus < 0 or max_retries < 0:
         raise ValueError("pixels_per_image and batch_size must be >= 1, num_gpus and max_retries >= 0")
@@ -423,7 +427,8 @@ def run_extraction(
                 continue
             planned.append(plan_store(spec, dataset, store, pixels_per_image=pixels_per_image, seed=seed,
                                       num_shards=num_shards, feature_dtype=feature_dtype, model_identity=identity,
-                                      dataset_fingerprint=dataset_fingerprint(dataset.spec)))
+                                      dataset_fingerprint=dataset.fingerprint,
+                                      allowed_entrypoints=allowed_entrypoints))
     done: dict[tuple[str, str], ExtractionSummary] = {}
     pool = WorkerPool(WorkerSettings(num_gpus, num_cpus, max_workers, decode_threads), cluster)
     jobs = ExtractionJobs(pool, batch_size=batch_size, max_retries=max_retries,

@@ -45,6 +45,7 @@ class ExtractionRequest:
     num_shards: int
     feature_dtype: str = "float16"
     model_identity: Mapping[str, Any] = field(default_factory=dict)  # its files' digests, its code (models.identity)
+    allowed_entrypoints: tuple[str, ...] | None = None  # checked again on the worker; not part of the content
 
     @property
     def key(self) -> str:
@@ -144,7 +145,7 @@ def _extract(
 ) -> ShardResult:
     stopwatch = Stopwatch()
     with stopwatch.measure("load"):
-        model, loaded = models.get(request.model, request.model_identity, device)
+        model, loaded = models.get(request.model, request.model_identity, device, request.allowed_entrypoints)
     items = decoded(images, threads=decode_threads, lookahead=max(2 * batch_size, decode_threads), stopwatch=stopwatch)
     columns = extract_pixels(
         model,

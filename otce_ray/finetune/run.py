@@ -43,7 +43,7 @@ def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None 
         records: dict[str, FineTuneRecord] = {}
 
         def submit(spec: dict):
-            return lambda: task.remote(spec, shared, settings, device)
+            return lambda: task.remote(spec, shared, settings, device, config.allowed_entrypoints)
 
         def lost(name: str, error: BaseException) -> None:  # the worker died more often than max_retries allows
             records[name] = FineTuneRecord(name, status="failed", error=f"model {name!r}: fine-tuning task lost: "

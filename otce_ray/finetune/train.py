@@ -122,15 +122,19 @@ def split_target(dataset: SegmentationDataset, settings: FineTuneSettings) -> Ta
 
 
 def finetune_model(
-    spec: ModelSpec | Mapping[str, Any], split: TargetSplit, settings: FineTuneSettings, device: str = "cpu"
+    spec: ModelSpec | Mapping[str, Any], split: TargetSplit, settings: FineTuneSettings, device: str = "cpu",
+    allowed_entrypoints: Sequence[str] | None = None,
 ) -> FineTuneRecord:
-    """Fine-tune the source model on ``split.train`` and score it on ``split.test``; raises on any failure."""
+    """Fine-tune the source model on ``split.train`` and score it on ``split.test``; raises on any failure.
+
+    ``allowed_entrypoints``: the run config's allow-list, checked again here before a Python entrypoint is imported.
+    """
     spec = ModelSpec.from_dict(spec)
     where = torch.device(device)
     with _reproducible(settings, where):
         started = time.perf_counter()  # after the context's one-off import of torch's compiler config (seconds)
         torch.manual_seed(settings.seed)
-        module = build_module(spec, where)
+        module = build_module(spec, where, allowed_entrypoints=allowed_entrypoints)
         for parameter in module.parameters():  # the whole network trains (ScriptModules lack requires_grad_)
             parameter.requires_grad_(True)
         replaced = fit_classifier(spec, module, split.train[0].image[None], split.num_classes, where)
@@ -140,12 +144,13 @@ def finetune_model(
 
 
 def finetune_or_fail(
-    spec: Mapping[str, Any], split: TargetSplit, settings: FineTuneSettings, device: str = "cpu"
+    spec: Mapping[str, Any], split: TargetSplit, settings: FineTuneSettings, device: str = "cpu",
+    allowed_entrypoints: Sequence[str] | None = None,
 ) -> FineTuneRecord:
     """:func:`finetune_model` that turns any failure into a failed record, so one bad model never stops a run."""
     started = time.perf_counter()
     try:
-        return finetune_model(spec, split, settings, device)
+        return finetune_model(spec, split, settings, device, allowed_entrypoints)
     except Exception as error:  # noqa: BLE001 - any failure belongs to this model
         name = str(spec.get("name", "?"))
         message = str(error) if isinstance(error, ModelError) else f"model {name!r}: {type(error).__name__}: {error}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -16,8 +16,8 @@ from otce_ray.models.spec import ModelSpec
 class ModelCache:
     """At most ``capacity`` loaded models, least recently used evicted; keyed by what determines their weights.
 
-    The key is the spec's fingerprint plus the stamps of its files (size and modification time, as the run plan
-    read them), so a checkpoint replaced between runs is never served from memory. Thread-safe: two shards of one
+    The key is the spec's fingerprint plus the identity of its files and code (content digests, as the run plan read
+    them), so a checkpoint replaced between runs is never served from memory. Thread-safe: two shards of one
     model arriving together load it once.
     """
 
@@ -28,15 +28,17 @@ class ModelCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, spec: ModelSpec, files: Mapping[str, Any], device: str | torch.device) -> tuple[LoadedModel, bool]:
-        """The loaded model and whether this call loaded it (False: it was already in memory)."""
-        key = json.dumps([spec.fingerprint(), dict(files), str(device)], sort_keys=True, default=str)
+    def get(self, spec: ModelSpec, identity: Mapping[str, Any], device: str | torch.device,
+            allowed_entrypoints: Sequence[str] | None = None) -> tuple[LoadedModel, bool]:
+        """The loaded model and whether this call loaded it (False: it was already in memory); ``identity`` is what
+        ``otce_ray.models.identity`` says of its files and code."""
+        key = json.dumps([spec.fingerprint(), dict(identity), str(device)], sort_keys=True, default=str)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key], False
             while len(self._models) >= self.capacity:
                 self._models.popitem(last=False)
-            model = load_model(spec, device)
+            model = load_model(spec, device, allowed_entrypoints=allowed_entrypoints)
             self._models[key] = model
             return model, True

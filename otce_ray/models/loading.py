@@ -15,7 +15,7 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from otce_ray import fs
 from otce_ray.models.architectures import build_architecture
 from otce_ray.models.spec import ModelError, ModelSpec
+from otce_ray.schema import entrypoint_problem
 
 
 @dataclass(frozen=True)
@@ -94,24 +95,28 @@ class LoadedModel:
         return ModelOutput(features.float(), logits)
 
 
-def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu") -> LoadedModel:
-    """Load the network a spec describes, once, in eval mode on ``device``."""
+def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu", *,
+               allowed_entrypoints: Sequence[str] | None = None) -> LoadedModel:
+    """Load the network a spec describes, once, in eval mode on ``device`` (see ``build_module``)."""
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
-    module = build_module(spec, device).eval()
+    module = build_module(spec, device, allowed_entrypoints=allowed_entrypoints).eval()
     return LoadedModel(spec, module, device, _feature_layer(spec, module))
 
 
-def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu", *,
+                 allowed_entrypoints: Sequence[str] | None = None) -> nn.Module:
     """The spec's bare network with its weights on ``device``, left in the mode it was built or saved in.
 
-    ``load_model`` wraps it for inference; fine-tuning trains it directly.
+    ``load_model`` wraps it for inference; fine-tuning trains it directly. A Python entrypoint outside
+    ``allowed_entrypoints`` (module prefixes; None: any) is refused before anything is imported: the config's
+    allow-list is checked again here, on the worker, where the code would run.
     """
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
     if spec.format == "torchscript":
         return _load_torchscript(spec, device)
-    module = _build_python(spec) if spec.format == "python" else _build_builtin(spec)
+    module = _build_python(spec, allowed_entrypoints) if spec.format == "python" else _build_builtin(spec)
     if spec.checkpoint:
         _load_checkpoint(spec, module)
     return module.to(device)
@@ -151,7 +156,10 @@ def _load_torchscript(spec: ModelSpec, device: torch.device) -> nn.Module:
         raise ModelError(spec.name, f"{spec.path} is not a loadable TorchScript file: {_first_line(error)}") from error
 
 
-def _build_python(spec: ModelSpec) -> nn.Module:
+def _build_python(spec: ModelSpec, allowed_entrypoints: Sequence[str] | None) -> nn.Module:
+    refused = entrypoint_problem(spec.entrypoint, allowed_entrypoints)
+    if refused:
+        raise ModelError(spec.name, f"entrypoint {spec.entrypoint!r} refused: {refused}")
     module_name, _, attribute = spec.entrypoint.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)

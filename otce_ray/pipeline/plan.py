@@ -117,7 +117,8 @@ def make_plan(config: RunConfig, cluster: ClusterView, *, reuse: bool = True) ->
         stores = tuple(
             plan_store(model, datasets[name], config.store, pixels_per_image=config.extraction.pixels_per_image,
                        seed=config.otce.seed, num_shards=config.extraction.num_shards, feature_dtype=FEATURE_DTYPE,
-                       model_identity=identity, dataset_fingerprint=fingerprints[name])
+                       model_identity=identity, dataset_fingerprint=fingerprints[name],
+                       allowed_entrypoints=config.allowed_entrypoints)
             for name in names
         )
         return ModelPlan(spec, "run", fingerprint, stores)
