@@ -12,7 +12,7 @@ def _bench_ot(args: argparse.Namespace) -> int:
     from otce_ray.bench.ot import main as bench_ot
 
     return bench_ot(sizes=args.sizes, dim=args.dim, epsilon=args.epsilon, seed=args.seed, device=args.device,
-                    tolerance=args.tolerance)
+                    tolerance=args.tolerance, corpus=args.corpus)
 
 
 def _bench_extract(args: argparse.Namespace) -> int:
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="L1 marginal tolerance of both solvers (default: the engine default)")
     ot_bench.add_argument("--seed", type=int, default=0)
     ot_bench.add_argument("--device", default="auto")
+    ot_bench.add_argument("--corpus", choices=("pixels", "stress"), default="pixels",
+                          help="pixels: clustered pixel sets at --sizes; stress: the convergence stress corpus")
     ot_bench.set_defaults(handler=_bench_ot)
     extract_bench = benches.add_parser("extract", help="images/s of Ray extraction vs a bare torch loop")
     extract_bench.add_argument("--arch", default="unet", help="built-in architecture (unet, segnet, fcn8s, pspnet)")
