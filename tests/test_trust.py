@@ -1,5 +1,6 @@
 """Damage stays local and shared stores stay correct: skipped files are reported, a part with an unreadable footer is
-written again, and two runs with different settings on one store (local or S3) each get what they would get alone."""
+written again, a damaged result record is scored again, and two runs at once on one store (local or S3, other or the
+same settings) each get what they would get alone."""
 
 from __future__ import annotations
 
@@ -60,12 +61,13 @@ def test_a_part_whose_footer_cannot_be_read_is_written_again(tmp_path, datasets)
     assert open(uri, "rb").read() == data
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_two_runs_with_other_settings_on_one_store_each_get_their_solo_result(ray_local, tmp_path, datasets, where,
-                                                                              request):
+@pytest.mark.parametrize("where, pixels", [("local", (60, 40)), ("s3", (60, 40)), ("s3", (60, 60))],
+                         ids=["local, other settings", "s3, other settings", "s3, same settings"])
+def test_two_runs_at_once_on_one_store_each_get_their_solo_result(ray_local, tmp_path, datasets, where, pixels,
+                                                                  request):
     store = tmp_path / "shared" if where == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/shared"
-    configs = [_config(tmp_path, datasets, store, tmp_path / f"out{pixels}", models=1, pixels_per_image=pixels)
-               for pixels in (60, 40)]
+    configs = [_config(tmp_path, datasets, store, tmp_path / f"out{index}", models=1, pixels_per_image=count)
+               for index, count in enumerate(pixels)]
     boards: dict[int, pd.DataFrame] = {}
     threads = [threading.Thread(target=lambda i=i, c=c: boards.__setitem__(i, run(c, progress=False)))
                for i, c in enumerate(configs)]
