@@ -50,6 +50,7 @@ _CELLS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("95% interval", _interval),
     ("std", lambda r: _number(".4f")(r.otce_std)),
     ("repeats", lambda r: _text(r.repeats)),
+    ("dropped", lambda r: _text(getattr(r, "repeats_dropped", None))),  # absent from boards written before it
     ("pixels", lambda r: _text(r.n_pixels)),
     ("solver", lambda r: _text(r.solver)),
     ("epsilon", lambda r: _number("g")(r.epsilon)),

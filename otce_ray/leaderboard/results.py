@@ -42,6 +42,8 @@ class ModelResult:
     # what the user should know about an ok (or failed) result: why a baseline is NaN, an unconverged repeat, ...
     # Records written before this field existed load with none.
     warnings: tuple[str, ...] = ()
+    # repeats left out of ``scores``: their plan missed the tolerance even after the engine's remedies
+    repeats_dropped: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(float(s) for s in self.scores))

@@ -19,13 +19,14 @@ from otce_ray.leaderboard.stats import summarize_repeats
 
 COLUMNS = (
     "rank", "group", "model", "architecture", "source", "otce", "otce_std", "otce_sem", "otce_ci_low",
-    "otce_ci_high", "n_pixels", "repeats", "solver", "epsilon", "max_marginal_error", "extract_seconds",
+    "otce_ci_high", "n_pixels", "repeats", "repeats_dropped", "solver", "epsilon", "max_marginal_error",
+    "extract_seconds",
     "score_seconds", "status", "error", "warnings",
 )
 WARNING_SEPARATOR = "; "  # a model's warnings in one cell of the ``warnings`` column
 # Nullable dtypes, so failed rows hold <NA> and every run writes the same Parquet schema.
 _DTYPES = {
-    **dict.fromkeys(("rank", "group", "n_pixels", "repeats"), "Int64"),
+    **dict.fromkeys(("rank", "group", "n_pixels", "repeats", "repeats_dropped"), "Int64"),
     **dict.fromkeys(("otce", "otce_std", "otce_sem", "otce_ci_low", "otce_ci_high", "epsilon", "max_marginal_error",
                      "extract_seconds", "score_seconds"), "float64"),
     **dict.fromkeys(("model", "architecture", "source", "solver", "status", "error", "warnings"), "string"),
@@ -38,6 +39,7 @@ def _row(result: ModelResult) -> dict:
         "n_pixels": result.n_pixels, "solver": result.solver, "epsilon": result.epsilon,
         "max_marginal_error": result.max_marginal_error, "extract_seconds": result.extract_seconds,
         "score_seconds": result.score_seconds, "status": result.status, "error": result.error,
+        "repeats_dropped": result.repeats_dropped,
         "warnings": WARNING_SEPARATOR.join(result.warnings) or None,
     }
     row.update(result.metrics)

@@ -90,11 +90,13 @@ def score_repeat(
 
 
 def repeat_warnings(record: RepeatRecord, solver: str) -> list[str]:
-    """What a user should know about one repeat: an unconverged plan (its score may be unreliable)."""
+    """What a user should know about one repeat: a plan that missed its tolerance (even after the engine's remedy)
+    is left out of the model's score, and says so."""
     if record.converged:
         return []
-    return [f"repeat {record.repeat}: {solver} did not converge "
-            f"(marginal error {record.marginal_error:.1e} > {DEFAULT_TOLERANCE:.0e})"]
+    remedy = f" even after {record.remedy}" if record.remedy else ""
+    return [f"repeat {record.repeat}: {solver} missed its tolerance{remedy} (marginal error "
+            f"{record.marginal_error:.1e} > {record.tolerance:.0e}): dropped from the score"]
 
 
 def score_baselines(

@@ -227,14 +227,19 @@ class ScoringJobs:
             n_pixels=self.config.otce.n_pixels, solver=self.config.otce.solver, extract_seconds=model.extract_seconds,
             fingerprint=model.fingerprint, warnings=[note[:WARNING_CHARS] for note in notes],
         )
+        used = [record for record in records if record["converged"]]
+        if model.error is None and len(used) < 2:
+            model.error = (f"model {model.name!r}: only {len(used)} of {len(records)} repeats met the OT tolerance "
+                           "(at least 2 are needed for a score and its interval); see its warnings")
         if model.error is not None:
             result = ModelResult(status="failed", error=model.error, **common)
         else:
             result = ModelResult(
                 status="ok",
-                scores=[record["score"] for record in records],
+                scores=[record["score"] for record in used],
+                repeats_dropped=len(records) - len(used),
                 epsilon=records[0]["epsilon_relative"],
-                max_marginal_error=max(record["marginal_error"] for record in records),
+                max_marginal_error=max(record["marginal_error"] for record in used),
                 score_seconds=sum(record["seconds"] for record in records),
                 metrics=model.metrics or {},
                 **common,
