@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from scoring_cases import one_torch_thread  # noqa: F401 (fixture: the stress corpus solves in this process)
 
 from otce_ray.bench import ot as bench
 from otce_ray.cli import main
@@ -41,8 +42,7 @@ def test_bench_ot_prints_a_table_and_a_json_summary_last(capsys, monkeypatch):
     assert size == {key: summary[key] for key in size}
 
 
-def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys):
     assert bench.main(sizes=[500], corpus="stress") == 0
     lines, summary = _run(capsys, None)
     assert summary["corpus"] == "stress" and summary["tolerance"] == DEFAULT_TOLERANCE
