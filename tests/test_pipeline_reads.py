@@ -99,12 +99,12 @@ def test_a_baseline_that_raises_or_warns_is_a_recorded_reason(stores, monkeypatc
     ]
 
 
-def test_an_unconverged_repeat_is_a_warning(stores):
+def test_an_unconverged_repeat_is_named_with_the_tolerance_it_was_held_to(stores):
     _, loaded = stores
     record = score_repeat(loaded["src"], loaded["tgt"], OTCE, 0, "cpu")
     fields = {field.name for field in dataclasses.fields(RepeatRecord)}
     converged = RepeatRecord(**{name: value for name, value in record.items() if name in fields})
-    assert repeat_warnings(dataclasses.replace(converged, converged=True), "sinkhorn") == []
-    unconverged = dataclasses.replace(converged, repeat=3, converged=False, marginal_error=2.04e-3)
+    assert record["converged"] and repeat_warnings(converged, "sinkhorn") == []
+    unconverged = dataclasses.replace(converged, repeat=3, converged=False, marginal_error=2.04e-3, tolerance=2e-4)
     assert repeat_warnings(unconverged, "sinkhorn") == [
-        "repeat 3: sinkhorn did not converge (marginal error 2.0e-03 > 1e-03)"]
+        "repeat 3: sinkhorn missed its tolerance (marginal error 2.0e-03 > 2e-04): dropped from the score"]
