@@ -84,7 +84,7 @@ class ExtractionSettings:
     num_cpus: float = EXTRACTION.default("num_cpus")
     num_shards: int | None = EXTRACTION.default("num_shards")
     max_workers: int | None = EXTRACTION.default("max_workers")
-    decode_threads: int = EXTRACTION.default("decode_threads")
+    decode_threads: int | None = EXTRACTION.default("decode_threads")
 
 
 @dataclass(frozen=True)

@@ -636,8 +636,9 @@ EXTRACTION = Fields({
     "num_shards": Setting(Interval(Integral, 1), None, "image shards per dataset (auto: about 32 images each)", _AUTO),
     "max_workers": Setting(Interval(Integral, 1), None, "extraction workers at most; auto: as many as the cluster "
                            "can run now, growing with it", _AUTO),
-    "decode_threads": Setting(Interval(Integral, 1), 4, "images decoded side by side, per worker, ahead of the "
-                              "forward pass"),
+    "decode_threads": Setting(Interval(Integral, 1), None, "images decoded side by side, per worker, ahead of the "
+                              "forward pass; auto: 4 on a GPU worker, 1 on a CPU one (whose forward needs the CPU)",
+                              _AUTO),
 })
 
 

@@ -23,8 +23,7 @@ from otce_ray.cluster.dispatch import Call
 from otce_ray.cluster.resources import check_gpus
 from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.pool import Worker, WorkerPool, WorkerSettings, wait_message
-from otce_ray.extraction.shard import DECODE_THREADS, ExtractionRequest, ShardResult
-from otce_ray.extraction.worker import CONCURRENT_SHARDS
+from otce_ray.extraction.shard import ExtractionRequest, ShardResult
 from otce_ray.models import ModelError, ModelSpec
 from otce_ray.models.identity import model_identity
 from otce_ray.store import FEATURE_DTYPES, read_manifest, write_manifest
@@ -192,7 +191,7 @@ class ExtractionJobs:
         calls += self.pool.grow(self._queued + self._running) if self._queued else []
         self._check_waiting()
         for worker in self.pool.free():
-            while self._queued and worker.busy < CONCURRENT_SHARDS:
+            while self._queued and worker.busy < self.pool.settings.concurrency:
                 calls.append(self._send(worker, *self._take(worker.model)))
         if not self._queued and not self._running:
             self.pool.retire_idle()
@@ -388,7 +387,7 @@ def run_extraction(
     max_workers: int | None = None,
     max_retries: int = 3,
     feature_dtype: str = "float16",
-    decode_threads: int = DECODE_THREADS,
+    decode_threads: int | None = None,
     allowed_entrypoints: Sequence[str] | None = None,
 ) -> list[ExtractionSummary]:
     """Fill ``{store}/{dataset}/{model}`` for every model and each of its datasets; one summary per pair, in order.

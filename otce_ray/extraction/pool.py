@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import ray
 
-from otce_ray.extraction.worker import CONCURRENT_SHARDS, ShardWorker
+from otce_ray.extraction.worker import ShardWorker, concurrency, decode_threads
 from otce_ray.cluster.dispatch import Call
 from otce_ray.cluster.resources import Cluster, demand
 
@@ -29,7 +29,11 @@ class WorkerSettings:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     max_workers: int | None = None
-    decode_threads: int = 4
+    decode_threads: int | None = None  # None: see ``worker.decode_threads``
+
+    @property
+    def concurrency(self) -> int:
+        return concurrency(self.num_gpus)
 
 
 @dataclass
@@ -49,7 +53,7 @@ class WorkerPool:
         self.started = 0
         self._numbers = itertools.count()
         self._actor = ray.remote(ShardWorker).options(
-            num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, max_concurrency=CONCURRENT_SHARDS,
+            num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, max_concurrency=settings.concurrency,
             max_restarts=0, scheduling_strategy="SPREAD",
         )
 
@@ -65,13 +69,13 @@ class WorkerPool:
         """Start workers for ``work`` shards waiting or running, up to the cluster's capacity (one when it has none,
         to wait for the autoscaler); returns the calls that tell when each new worker has started."""
         limit = self.settings.max_workers or math.inf
-        wanted = int(min(limit, math.ceil(work / CONCURRENT_SHARDS)))
+        wanted = int(min(limit, math.ceil(work / self.settings.concurrency)))
         self.cluster.request([self.demand] * wanted)
         target = min(wanted, max(self.capacity(), 1))
         calls = []
         while len(self.workers) < target:
             index = next(self._numbers)
-            handle = self._actor.remote(self.settings.decode_threads)
+            handle = self._actor.remote(decode_threads(self.settings.num_gpus, self.settings.decode_threads))
             self.workers[index] = Worker(index, handle)
             self.started += 1
             calls.append(Call(("ready", index), handle.__ray_ready__.remote(), f"extraction worker {index}: starting"))
@@ -79,7 +83,8 @@ class WorkerPool:
 
     def free(self) -> Iterator[Worker]:
         """Started workers with room for another shard, the least busy first."""
-        ready = [worker for worker in self.workers.values() if worker.ready and worker.busy < CONCURRENT_SHARDS]
+        room = self.settings.concurrency
+        ready = [worker for worker in self.workers.values() if worker.ready and worker.busy < room]
         return iter(sorted(ready, key=lambda worker: worker.busy))
 
     def any_ready(self) -> bool:
