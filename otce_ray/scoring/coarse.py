@@ -6,7 +6,7 @@ are grouped by k-means; after a pass, the plan summed by group pair is the kerne
 the groups, whose solution (one scaling per row group, u_I = exp(phi_I / eps)) moves those masses at once. Shifting
 every row potential of group I by phi_I before the column update is an exact maximisation of the dual objective over
 group-constant shifts, so, like a Sinkhorn half-step, it never lowers the objective, and the fixed point is Sinkhorn's
-(there the groups' masses already balance and u = 1). On the benchmark's clusters it cut the passes 5-8 fold
+(there the groups' masses already balance and u = 1). On the benchmark's clusters it cut the passes 4-8 fold
 (docs/performance.md).
 """
 

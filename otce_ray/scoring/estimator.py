@@ -40,7 +40,7 @@ class RepeatRecord:
     score: float  # -H(Yt|Ys)
     conditional_entropy: float
     transport_cost: float  # <P, C> on the raw squared-Euclidean cost
-    iterations: int  # Sinkhorn iterations incl. eps-annealing steps; 0 for emd
+    iterations: int  # Sinkhorn passes over the kernel: annealing levels, the target eps, every attempt; 0 for emd
     marginal_error: float  # L1 marginal error of the plan
     converged: bool
     epsilon: float | None  # absolute eps used (relative eps x cost scale); None for emd

@@ -1,7 +1,8 @@
 """The stress corpus: feature clouds shaped like the ones that stalled Sinkhorn on real pixel stores.
 
-Small convolutional models with ReLU features turn flat image regions into exact duplicate points and leave about
-half the feature values at zero; z-scoring such features turns a rarely active unit into far outliers. Around those:
+Small convolutional models with ReLU features turn flat image regions into exact duplicate points (near-duplicates
+under sensor noise) and leave about half the feature values at zero; z-scoring such features turns a rarely active
+unit into far outliers. Around those:
 exact duplicates, a class of one pixel, a class of 99% of the pixels, one cloud far from the other, features at 1e-3
 and 1e3 scale, d from 3 to 2,048, N from 100 to 10,000. The tests (``TEST_CORPUS``, small sizes) and ``otce-ray
 bench ot --corpus stress`` (``BENCH_CORPUS``) score every case with ``otce_score`` and hold it to the tolerance and to
@@ -67,9 +68,10 @@ def _relu_features(images: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return out.permute(0, 2, 3, 1).reshape(-1, dim).numpy()
 
 
-def relu_flat(n: int, seed: int, dim: int = 32) -> tuple[np.ndarray, ...]:
+def relu_flat(n: int, seed: int, dim: int = 32, noise: float = 0.0) -> tuple[np.ndarray, ...]:
     """ReLU conv features of flat-colour images: the source domain's palette, and a target domain whose palette is
-    dimmed and tinted (five of its classes); n pixels drawn per side."""
+    dimmed and tinted (five of its classes); n pixels drawn per side. ``noise`` adds Gaussian sensor noise to the
+    images: flat regions then give near-duplicate features instead of exact ones."""
     rng = np.random.default_rng(seed)
     source_palette = rng.uniform(0, 1, (CLASSES, 3))
     target_palette = np.clip(source_palette[:5] * 0.8 + 0.15 + 0.05 * rng.normal(size=(5, 3)), 0, 1)
@@ -77,6 +79,7 @@ def relu_flat(n: int, seed: int, dim: int = 32) -> tuple[np.ndarray, ...]:
     sides = []
     for palette in (source_palette, target_palette):
         pixels, labels = _flat_images(images, palette, rng)
+        pixels += (noise * rng.normal(size=pixels.shape)).astype(np.float32)
         features = _relu_features(pixels, dim, seed)
         rows = np.sort(rng.choice(len(features), n, replace=False))
         sides += [features[rows], labels.reshape(-1)[rows]]
@@ -140,6 +143,11 @@ def scaled(factor: float) -> Callable[[int, int], tuple[np.ndarray, ...]]:
     return build
 
 
+def noisy(n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """ReLU features of flat-colour images under sensor noise (1% of the colour range): near-duplicates."""
+    return relu_flat(n, seed, noise=0.01)
+
+
 def in_dimension(dim: int) -> Callable[[int, int], tuple[np.ndarray, ...]]:
     def build(n: int, seed: int) -> tuple[np.ndarray, ...]:
         return relu_flat(n, seed, dim=dim)
@@ -152,6 +160,8 @@ STANDARDISED_SMALL_EPS = {"standardise": True, "epsilon": 0.01}  # where Anderso
 BUILDERS: dict[str, tuple[Callable[[int, int], tuple[np.ndarray, ...]], dict[str, Any]]] = {
     "relu_flat": (relu_flat, {}),
     "relu_flat_standardised_eps0.01": (relu_flat, STANDARDISED_SMALL_EPS),
+    "relu_noisy": (noisy, {}),
+    "relu_noisy_standardised_eps0.01": (noisy, STANDARDISED_SMALL_EPS),
     "duplicates": (duplicates, {}),
     "tiny_class": (tiny_class, {}),
     "huge_imbalance": (huge_imbalance, {}),
@@ -162,13 +172,16 @@ BUILDERS: dict[str, tuple[Callable[[int, int], tuple[np.ndarray, ...]], dict[str
     "d2048": (in_dimension(2048), {}),
 }
 
-TEST_CORPUS = (("relu_flat", 100), ("relu_flat", 500), ("relu_flat_standardised_eps0.01", 300),
-               ("duplicates", 300), ("tiny_class", 200), ("huge_imbalance", 500), ("domain_shift", 300),
-               ("scale_1e-3", 300), ("scale_1e3", 300), ("d3", 500), ("d2048", 100))
+TEST_CORPUS = (("relu_flat", 100), ("relu_flat", 500), ("relu_flat_standardised_eps0.01", 300), ("relu_noisy", 300),
+               ("relu_noisy_standardised_eps0.01", 200), ("duplicates", 300), ("tiny_class", 200),
+               ("huge_imbalance", 500), ("domain_shift", 300), ("scale_1e-3", 300), ("scale_1e3", 300), ("d3", 500),
+               ("d2048", 100))
 BENCH_CORPUS = (("relu_flat", 500), ("relu_flat", 2000), ("relu_flat", 10_000),
                 ("relu_flat_standardised_eps0.01", 2000), ("relu_flat_standardised_eps0.01", 10_000),
-                ("duplicates", 2000), ("tiny_class", 2000), ("huge_imbalance", 2000), ("domain_shift", 2000),
-                ("scale_1e-3", 2000), ("scale_1e3", 2000), ("d3", 2000), ("d2048", 2000))
+                ("relu_noisy", 2000), ("relu_noisy", 10_000), ("relu_noisy_standardised_eps0.01", 500),
+                ("relu_noisy_standardised_eps0.01", 10_000), ("duplicates", 2000), ("tiny_class", 2000),
+                ("huge_imbalance", 2000), ("domain_shift", 2000), ("scale_1e-3", 2000), ("scale_1e3", 2000),
+                ("d3", 2000), ("d2048", 2000))
 
 
 def stress_case(name: str, n: int, seed: int = 0) -> StressCase:
