@@ -1,20 +1,16 @@
 """Feature extraction: sample labelled pixels, take the source model's features there, write pixel stores on Ray.
 
 ``extract_pixels`` (pixels.py), ``sampling.py`` and ``decode.py`` are the computation; ``run_shard`` (shard.py) is
-the unit of work, Ray-free; ``ShardWorker`` (worker.py) runs it in a Ray actor that keeps its models loaded, a
-``WorkerPool`` (pool.py) sizes those actors to the cluster, and ``ExtractionJobs`` (driver.py) routes shards to them
-from the dispatch loop. ``run_extraction`` / ``extract_model`` extract without scoring.
+the unit of work, Ray-free; ``plan_store`` (planning.py) decides what a store needs; ``ShardWorker`` (worker.py)
+runs shards in a Ray actor that keeps its models loaded, a ``WorkerPool`` (pool.py) sizes those actors to the
+cluster, and ``ExtractionJobs`` (jobs.py) routes shards to them from the dispatch loop. ``run_extraction`` /
+``extract_model`` (driver.py) extract without scoring.
 """
 
 from otce_ray.extraction.decode import Stopwatch
-from otce_ray.extraction.driver import (
-    ExtractionJobs,
-    ExtractionSummary,
-    StorePlan,
-    extract_model,
-    plan_store,
-    run_extraction,
-)
+from otce_ray.extraction.driver import extract_model, run_extraction
+from otce_ray.extraction.jobs import ExtractionJobs
+from otce_ray.extraction.planning import ExtractionSummary, StorePlan, describe, plan_store
 from otce_ray.extraction.pixels import PixelColumns, extract_pixels
 from otce_ray.extraction.pool import WorkerPool, WorkerSettings
 from otce_ray.extraction.sampling import pixel_rng, sample_map, sample_pixels
@@ -30,6 +26,7 @@ __all__ = [
     "StorePlan",
     "WorkerPool",
     "WorkerSettings",
+    "describe",
     "extract_model",
     "extract_pixels",
     "pixel_rng",

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from otce_ray.cluster import ClusterView, check_gpus, resolve_num_gpus
 from otce_ray.config import RunConfig
 from otce_ray.datasets import DatasetError, SegmentationDataset, open_datasets
-from otce_ray.extraction.driver import ExtractionSummary, StorePlan, describe, plan_store
+from otce_ray.extraction import ExtractionSummary, StorePlan, describe, plan_store
 from otce_ray.extraction.shard import EXTRACTION_VERSION
 from otce_ray.leaderboard import ModelResult, load_results
 from otce_ray.models import ModelSpec

@@ -1,0 +1,100 @@
+"""Planning one (model, dataset) pixel store: its request and the files of each shard, or why there is nothing to do.
+
+The run plan calls ``plan_store`` once per store a model needs; a store already complete for the same settings comes
+back as a "cached" ``ExtractionSummary``, one that cannot be planned as a "failed" one, the rest as a ``StorePlan``
+that ``ExtractionJobs`` turns into shard calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+from otce_ray.datasets import SegmentationDataset
+from otce_ray.extraction.shard import ExtractionRequest
+from otce_ray.models import ModelError, ModelSpec
+from otce_ray.store import read_manifest
+
+IMAGES_PER_SHARD = 32  # default shard size: a few minutes of GPU work at most, so a retry loses little
+
+
+@dataclass
+class ExtractionSummary:
+    """Outcome of one (model, dataset) pair: ``status`` is "ok", "cached" (already complete) or "failed".
+
+    ``timings`` sums the shards' phase seconds (see ``ShardResult``); ``model_loads`` counts the loads it caused.
+    """
+
+    model: str
+    dataset: str
+    status: str
+    rows: int = 0
+    images: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    key: str | None = None
+    skipped_files: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    model_loads: int = 0
+    feature_dim: int | None = None
+    logit_dim: int | None = None
+    started_at: float | None = None  # wall clock (epoch seconds) of its first shard's dispatch, and of its last result
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """One (model, dataset) store to fill: what decides its content, and the files of each of its shards."""
+
+    request: ExtractionRequest
+    shards: tuple[SegmentationDataset, ...]
+
+    @property
+    def model(self) -> str:
+        return self.request.model.name
+
+
+def plan_store(
+    spec: ModelSpec,
+    dataset: SegmentationDataset,
+    store: str,
+    *,
+    pixels_per_image: int,
+    seed: int,
+    num_shards: int | None,
+    feature_dtype: str,
+    model_identity: Mapping[str, Any],
+    dataset_fingerprint: str,
+    allowed_entrypoints: Sequence[str] | None = None,
+) -> StorePlan | ExtractionSummary:
+    """The plan for one pair, or its final summary when its store is already complete for the same settings."""
+    try:
+        if len(dataset) == 0:
+            raise ValueError(f"dataset {dataset.name!r} has no images")
+        shards = min(len(dataset), num_shards or math.ceil(len(dataset) / IMAGES_PER_SHARD))
+        request = ExtractionRequest(
+            model=spec, dataset=dataset.name, dataset_fingerprint=dataset_fingerprint, store=store,
+            pixels_per_image=pixels_per_image, seed=seed, num_shards=shards, feature_dtype=feature_dtype,
+            model_identity=dict(model_identity),
+            allowed_entrypoints=None if allowed_entrypoints is None else tuple(allowed_entrypoints),
+        )
+        manifest = read_manifest(store, dataset.name, spec.name, request.key)
+        if manifest is not None:
+            return ExtractionSummary(
+                spec.name, dataset.name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
+                key=request.key, feature_dim=manifest.get("feature_dim"), logit_dim=manifest.get("logit_dim"),
+            )
+    except Exception as error:  # noqa: BLE001 - this pair fails, the run goes on
+        return ExtractionSummary(spec.name, dataset.name, "failed", error=describe(spec.name, error))
+    return StorePlan(request, tuple(dataset.shard(index, shards) for index in range(shards)))
+
+
+def describe(model: str, error: BaseException) -> str:
+    """An error as recorded against a model: a ModelError already names it."""
+    return str(error) if isinstance(error, ModelError) else f"model {model!r}: {type(error).__name__}: {error}"
