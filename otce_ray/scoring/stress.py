@@ -79,7 +79,8 @@ def relu_flat(n: int, seed: int, dim: int = 32, noise: float = 0.0) -> tuple[np.
     sides = []
     for palette in (source_palette, target_palette):
         pixels, labels = _flat_images(images, palette, rng)
-        pixels += (noise * rng.normal(size=pixels.shape)).astype(np.float32)
+        if noise:
+            pixels += (noise * rng.normal(size=pixels.shape)).astype(np.float32)
         features = _relu_features(pixels, dim, seed)
         rows = np.sort(rng.choice(len(features), n, replace=False))
         sides += [features[rows], labels.reshape(-1)[rows]]

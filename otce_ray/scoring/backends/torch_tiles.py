@@ -126,6 +126,8 @@ class TorchTiles:
         self.buffer = torch.empty(max(self.row_tile * m, self.column_tile * n), dtype=x.dtype, device=x.device)
         self.groups = len(lengths)
         self._segments = _tile_segments(lengths, self.row_tile)
+        self._row_labels = torch.repeat_interleave(torch.arange(self.groups, device=x.device),
+                                                   torch.tensor(lengths, device=x.device))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -155,7 +157,7 @@ class TorchTiles:
         row_weights = self.rows.weights.to(self.dtype)
         updated = torch.empty(n, dtype=torch.float64, device=self.device)
         sums_by_group = torch.zeros(self.groups, m, dtype=self.dtype, device=self.device)
-        weight_totals = torch.zeros(self.groups, dtype=torch.float64, device=self.device)
+        plan_weights = torch.empty(n, dtype=self.dtype, device=self.device)  # a_i / rowsum_i
         buffer = self._tiles(m)
         with full_precision_matmul():
             left, right, shift = _operands(self.rows, f, self.columns, g, eps)
@@ -163,11 +165,13 @@ class TorchTiles:
                 rows = slice(start, start + self.row_tile)
                 block, sums, used = _tile_exp(left[rows], right, shift[rows], buffer)
                 updated[rows] = _softmin(sums, used, self.rows.sq[rows], eps)
-                weights = row_weights[rows] / sums
+                weights = plan_weights[rows]
+                torch.div(row_weights[rows], sums, out=weights)
                 for group, low, high in segments:
                     sums_by_group[group].addmv_(block[low:high].T, weights[low:high])
-                    weight_totals[group] += weights[low:high].sum()
-        return RowPass(f=updated, column_sums=sums_by_group, lost=torch.finfo(self.dtype).tiny * weight_totals)
+        totals = torch.zeros(self.groups, dtype=torch.float64, device=self.device)
+        totals.index_add_(0, self._row_labels, plan_weights.double())
+        return RowPass(f=updated, column_sums=sums_by_group, lost=torch.finfo(self.dtype).tiny * totals)
 
     def column_softmin(self, f: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
         """T_g(f), streamed over tiles of columns; ``g`` only steers the shifts."""
