@@ -95,12 +95,13 @@ def coarse_scaling(column_sums: torch.Tensor, grouping: Grouping, precision: flo
     if not np.isfinite(kernel).all() or (kernel.sum(0) <= 0).any() or (kernel.sum(1) <= 0).any():
         return None
     v = np.ones(len(b))
-    for iteration in range(COARSE_ITERATIONS):
-        u = a / (kernel @ v)
-        v = b / (kernel.T @ u)
-        if iteration % 10 == 0 and np.abs(u * (kernel @ v) - a).sum() <= precision:
-            break
-    log_u = np.log(u)
+    with np.errstate(all="ignore"):  # an overflow shows as a non-finite scaling, refused below
+        for iteration in range(COARSE_ITERATIONS):
+            u = a / (kernel @ v)
+            v = b / (kernel.T @ u)
+            if iteration % 10 == 0 and np.abs(u * (kernel @ v) - a).sum() <= precision:
+                break
+        log_u = np.log(u)
     if not np.isfinite(log_u).all() or not np.isfinite(v).all():
         return None
     return np.exp(log_u - a @ log_u)
