@@ -90,6 +90,10 @@ def test_leaderboard_ranks_models_and_records_a_failing_one(ray_local, benchmark
     assert list(written["model"]) == list(board["model"])
     record = json.loads(open(os.path.join(out, "run.json")).read())
     assert record["config"]["otce"]["n_pixels"] == 200
+    per_class = pd.read_csv(os.path.join(out, "per_class.csv"))  # why each model ranks where it does
+    sums = per_class.groupby("model")["contribution"].sum()
+    assert sums.to_dict() == pytest.approx((-ok.set_index("model")["otce"]).to_dict(), abs=1e-6)
+    assert {"road", "sky"} <= set(per_class["class_name"])  # the benchmark's Cityscapes ids have names
 
 
 def test_rerun_resumes_without_recomputing_finished_models(ray_local, benchmark, tmp_path):

@@ -1,20 +1,26 @@
-"""From repeat records to a model's result: repeats that missed the OT tolerance never enter the score silently."""
+"""From repeat records to a model's result: repeats that missed the OT tolerance never enter the score silently, and
+the per-class breakdown and label map explain the score."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pytest
+
 from otce_ray.config import parse_config
+from otce_ray.datasets.labels import class_names
 from otce_ray.extraction import ExtractionSummary
-from otce_ray.leaderboard import build_leaderboard
+from otce_ray.leaderboard import ModelResult, breakdown, build_leaderboard, per_class_table
 from otce_ray.pipeline.plan import Resources
 from otce_ray.pipeline.repeat import repeat_warnings
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
-from otce_ray.scoring.estimator import RepeatRecord
+from otce_ray.scoring.estimator import RepeatRecord, otce_score
 
 RECORD = RepeatRecord(repeat=0, score=-0.5, conditional_entropy=0.5, transport_cost=1.0, iterations=40,
                       marginal_error=2e-4, converged=True, epsilon=0.1, cost_scale=2.0, n_source=100, n_target=100,
-                      seconds=0.1, tolerance=1e-3)
+                      seconds=0.1, tolerance=1e-3, source_classes=(0, 1), target_classes=(0, 1),
+                      joint=((0.4, 0.1), (0.1, 0.4)))
 
 
 def _finish(tmp_path, records: list[RepeatRecord]):
@@ -50,3 +56,25 @@ def test_a_model_with_fewer_than_two_good_repeats_fails_instead_of_scoring(tmp_p
     assert result.error == ("model 'm': only 1 of 3 repeats met the OT tolerance (at least 2 are needed for a score "
                             "and its interval); see its warnings")
     assert len(result.warnings) == 2
+
+
+def test_per_class_contributions_add_up_to_minus_otce_and_the_label_map_is_conditional():
+    rng = np.random.default_rng(0)
+    labels_s, labels_t = rng.integers(0, 4, 600), rng.integers(0, 3, 500)
+    features_s = rng.normal(size=(600, 8)) + labels_s[:, None]
+    features_t = rng.normal(size=(500, 8)) + np.array([0, 1, 3])[labels_t][:, None]
+    labels_t[labels_t == 2] = 7  # target class ids need not be contiguous
+    result = otce_score(features_s, labels_s, features_t, labels_t, n_pixels=300, repeats=4, device="cpu")
+    records = [dataclasses.asdict(r) for r in result.repeats]
+    per_class, label_map = breakdown(records)
+    assert set(per_class) == {"0", "1", "7"} and label_map["target_classes"] == [0, 1, 7]
+    assert sum(entry["contribution"] for entry in per_class.values()) == pytest.approx(-result.score, abs=1e-9)
+    assert sum(entry["share"] for entry in per_class.values()) == pytest.approx(1.0)
+    rows = np.array(label_map["p_target_given_source"])
+    assert rows.shape == (4, 3) and np.allclose(rows.sum(axis=1), 1.0)
+    ok = ModelResult(model="m", source="s", scores=tuple(r["score"] for r in records), per_class=per_class,
+                     label_map=label_map)
+    table = per_class_table([ok], class_names("cityscapes"))
+    assert list(table.columns) == ["model", "class_id", "class_name", "target_share", "contribution"]
+    assert list(table["class_name"]) == ["road", "sidewalk", "traffic sign"]
+    assert table["contribution"].sum() == pytest.approx(-np.mean(ok.scores), abs=1e-6)

@@ -51,3 +51,13 @@ def test_matches_a_plain_loop_on_a_random_table():
 def test_table_without_positive_finite_mass_is_rejected(table):
     with pytest.raises(ValueError, match="joint"):
         conditional_entropy(table)
+
+
+def test_class_contributions_split_the_conditional_entropy_by_target_class():
+    from otce_ray.scoring.entropy import class_contributions
+
+    joint = np.array([[0.3, 0.1, 0.0], [0.0, 0.2, 0.4]])
+    parts = class_contributions(joint)
+    assert parts.shape == (3,) and parts.sum() == pytest.approx(conditional_entropy(joint))
+    assert parts[0] == pytest.approx(-0.3 * np.log(0.3 / 0.4))  # only source row 0 sends mass to target class 0
+    assert class_contributions(np.diag([0.5, 0.5])).tolist() == [0.0, 0.0]  # a perfect label map explains all

@@ -71,3 +71,14 @@ def label_map_lookup(label_map: dict[int, int], ignore_index: int | None) -> Lab
         pairs[ignore_index] = IGNORE
         source += " nor 'ignore_index'"
     return LabelLookup(_table(pairs), max(label_map.values()) + 1, source)
+
+
+@lru_cache(maxsize=None)
+def cityscapes_class_names() -> dict[int, str]:
+    """The 19 Cityscapes train ids' names (road, sidewalk, ...), from the official table."""
+    return {label.trainId: label.name for label in _CITYSCAPES_LABELS if 0 <= label.trainId < CITYSCAPES_NUM_CLASSES}
+
+
+def class_names(dataset_format: str) -> dict[int, str]:
+    """Names of the class ids a dataset format yields; a ``folder`` dataset's ids have no names (empty)."""
+    return {} if dataset_format == "folder" else dict(cityscapes_class_names())

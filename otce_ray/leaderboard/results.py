@@ -44,6 +44,10 @@ class ModelResult:
     warnings: tuple[str, ...] = ()
     # repeats left out of ``scores``: their plan missed the tolerance even after the engine's remedies
     repeats_dropped: int = 0
+    # why it ranks where it does (``otce_ray.leaderboard.explain``): per target class id, its share of the target
+    # pixels and its contribution to H(Yt|Ys); and the label map P(yt | ys) the transport found
+    per_class: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    label_map: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(float(s) for s in self.scores))

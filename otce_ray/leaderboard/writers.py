@@ -40,6 +40,13 @@ def write_leaderboard(output: str, board: pd.DataFrame) -> list[str]:
     return uris
 
 
+def write_per_class(output: str, table: pd.DataFrame) -> str:
+    """Write ``per_class.csv`` (``otce_ray.leaderboard.explain.per_class_table``) under ``output``."""
+    uri = fs.join(output, "per_class.csv")
+    fs.write_bytes_atomic(uri, table.to_csv(index=False).encode())
+    return uri
+
+
 def versions() -> dict[str, str | None]:
     """Versions that make a run reproducible: otce-ray, Python and the numerical stack (None if not installed)."""
     found: dict[str, str | None] = {"otce-ray": __version__, "python": platform.python_version()}

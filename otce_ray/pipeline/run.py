@@ -24,7 +24,10 @@ import ray
 from otce_ray.cluster import Cluster, DispatchStats, drive
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionJobs, ExtractionSummary, StorePlan, WorkerPool, WorkerSettings
-from otce_ray.leaderboard import ModelResult, build_leaderboard, write_leaderboard, write_run_json
+from otce_ray.datasets.labels import class_names
+from otce_ray.leaderboard import (
+    ModelResult, build_leaderboard, per_class_table, write_leaderboard, write_per_class, write_run_json,
+)
 from otce_ray.pipeline.plan import RunPlan, make_plan
 from otce_ray.pipeline.progress import Progress
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
@@ -52,6 +55,7 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
         results = [recorded[spec["name"]] for spec in config.models]
         board = build_leaderboard(results)
         write_leaderboard(config.output, board)
+        write_per_class(config.output, per_class_table(results, class_names(config.target["format"])))
         timings = {"total_seconds": time.perf_counter() - started, "models_run": len(plan.by_action("run")),
                    "models_reused": len(plan.by_action("reuse"))}
         write_run_json(config.output, config.to_dict(), timings, {r.model: r.warnings for r in results},

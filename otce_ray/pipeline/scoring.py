@@ -24,7 +24,7 @@ import ray
 from otce_ray.cluster import Call, Cluster
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionSummary
-from otce_ray.leaderboard import ModelResult, record_result
+from otce_ray.leaderboard import ModelResult, breakdown, record_result
 from otce_ray.pipeline.plan import Resources
 from otce_ray.pipeline.repeat import WARNING_CHARS, score_baselines, score_repeat, store_reads
 from otce_ray.store import StoreError, read_samples
@@ -234,9 +234,12 @@ class ScoringJobs:
         if model.error is not None:
             result = ModelResult(status="failed", error=model.error, **common)
         else:
+            per_class, label_map = breakdown(used)
             result = ModelResult(
                 status="ok",
                 scores=[record["score"] for record in used],
+                per_class=per_class,
+                label_map=label_map,
                 repeats_dropped=len(records) - len(used),
                 epsilon=records[0]["epsilon_relative"],
                 max_marginal_error=max(record["marginal_error"] for record in used),

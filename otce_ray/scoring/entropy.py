@@ -1,4 +1,4 @@
-"""Conditional entropy H(Yt|Ys) of a joint label table (natural log)."""
+"""Conditional entropy H(Yt|Ys) of a joint label table (natural log), and its split by target class."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ def conditional_entropy(joint: np.ndarray) -> float:
     The table is renormalised to sum to one (a coupling from an iterative solver carries its marginal error);
     empty cells contribute nothing (0 log 0 = 0).
     """
+    return float(class_contributions(joint).sum())
+
+
+def class_contributions(joint: np.ndarray) -> np.ndarray:
+    """Each target class's part of H(Yt|Ys): ``-sum_ys P(ys, yt) log P(yt | ys)``, one value per column of ``joint``.
+
+    They add up to the conditional entropy, so a target class with a large part is one the source labels (as the
+    transport matches them) say little about.
+    """
     joint = np.asarray(joint, dtype=np.float64)
     total = joint.sum()
     if not np.isfinite(total) or total <= 0:
@@ -19,4 +28,4 @@ def conditional_entropy(joint: np.ndarray) -> float:
     source_marginal = joint.sum(axis=1, keepdims=True)
     cells = joint > 0
     ratio = np.divide(joint, source_marginal, out=np.ones_like(joint), where=cells)
-    return float(-(joint[cells] * np.log(ratio[cells])).sum())
+    return -np.where(cells, joint * np.log(ratio), 0.0).sum(axis=0)

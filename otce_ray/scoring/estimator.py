@@ -50,6 +50,11 @@ class RepeatRecord:
     seconds: float
     tolerance: float | None = None  # the L1 marginal tolerance the solve was held to; None for emd
     remedy: str | None = None  # None, or the remedy that ran after the accelerated solve missed it (sinkhorn.py)
+    # the label joint P(ys, yt) the plan gives, rows and columns in the order of these class values (every class of
+    # each side's pixels: a class missing from this repeat's sample has a zero row or column)
+    source_classes: tuple[int, ...] = ()
+    target_classes: tuple[int, ...] = ()
+    joint: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class RepeatSolve:
     cost_scale: float
     tolerance: float | None  # None for emd
     remedy: str | None
+    joint: np.ndarray  # (source classes, target classes)
 
 
 def _solve_repeat(
@@ -119,13 +125,14 @@ def _solve_repeat(
         exact = solve_emd(xs.cpu().numpy(), xt.cpu().numpy(), ys.numpy(), yt.numpy(), ks, kt,
                           max_iterations=max_iterations)
         return RepeatSolve(conditional_entropy(exact.joint), exact.transport_cost, 0, exact.marginal_error, True,
-                           None, scale, None, None)
+                           None, scale, None, None, np.asarray(exact.joint))
     solution = solve_sinkhorn(
         xs.float(), xt.float(), ys.to(device), yt.to(device), ks, kt, epsilon,
         tolerance=tolerance, max_iterations=max_iterations,
     )
+    joint = solution.joint.cpu().numpy()
     return RepeatSolve(
-        conditional_entropy=conditional_entropy(solution.joint.cpu().numpy()),
+        conditional_entropy=conditional_entropy(joint),
         transport_cost=solution.transport_cost * scale,
         iterations=solution.iterations,
         marginal_error=solution.marginal_error,
@@ -134,6 +141,7 @@ def _solve_repeat(
         cost_scale=scale,
         tolerance=tolerance,
         remedy=solution.remedy,
+        joint=joint,
     )
 
 
@@ -280,6 +288,9 @@ def otce_score(
             seconds=time.perf_counter() - started,
             tolerance=solve.tolerance,
             remedy=solve.remedy,
+            source_classes=tuple(int(c) for c in source.class_values),
+            target_classes=tuple(int(c) for c in target.class_values),
+            joint=tuple(tuple(float(p) for p in row) for row in solve.joint),
         ))
     scores = np.array([record.score for record in records if record.converged])
     std = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0 if len(scores) else math.nan
