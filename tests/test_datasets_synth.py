@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -9,7 +11,9 @@ import pytest
 
 from otce_ray.cli import main
 from otce_ray.datasets import open_dataset
-from otce_ray.datasets.synth import CITY_DOMAINS, CITY_NAMES, DOMAINS, FAMILIES, render_frame, write_benchmark
+from otce_ray.datasets.synth import (
+    CITY_DOMAINS, CITY_NAMES, DOMAINS, FAMILIES, domains, render_frame, write_benchmark,
+)
 
 SMALL = dict(cities=2, images_per_city=3, size=(64, 128))
 
@@ -42,6 +46,29 @@ def test_seed_changes_images_and_frames_do_not_depend_on_benchmark_size(tmp_path
     name = "leftImg8bit/train/alpha/alpha_000000_000000_leftImg8bit.png"
     big, one, other = (files(tmp_path / d) for d in ("big", "one", "other"))
     assert one[name] == big[name] != other[name]
+
+
+def test_a_new_seed_draws_new_cities_in_the_same_roles_and_seed_0_keeps_its_frames():
+    first, second = domains(0), domains(1)
+    assert DOMAINS is first and domains(1) is second  # drawn once per seed
+    for city in CITY_NAMES:
+        assert (first[city].family, first[city].condition) == (second[city].family, second[city].condition)
+    changed = {field.name for field in dataclasses.fields(first["gamma"])
+               if getattr(first["gamma"], field.name) != getattr(second["gamma"], field.name)}
+    assert {"horizon", "cars", "people", "texture", "noise", "palette", "gain"} <= changed
+    # Seed 0's cities are those of the benchmarks written before seeds drew cities (the shipped zoo's).
+    image, labels = render_frame("gamma", 3, 0, (64, 128))
+    digest = hashlib.sha256(image.tobytes() + labels.tobytes()).hexdigest()
+    assert digest == "1cad396c10ce4468fdffaead6644c48733f99ffc97ce188af00a1bf93fd6e528"
+
+
+def test_a_variant_domain_keeps_the_frame_streams():
+    base = domains(0)["iota"]
+    crowded = dataclasses.replace(base, people=base.people * 4, cars=base.cars * 3)
+    _, plain = render_frame("iota", 0, 0, (64, 128))
+    _, busy = render_frame("iota", 0, 0, (64, 128), domain=crowded)
+    assert (busy == 24).sum() > (plain == 24).sum()  # Cityscapes id 24: person
+    np.testing.assert_array_equal(render_frame("iota", 0, 0, (64, 128), domain=base)[1], plain)
 
 
 def test_benchmark_reads_back_with_the_cityscapes_reader(tmp_path):

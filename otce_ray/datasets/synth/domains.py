@@ -4,16 +4,20 @@ Two families mirror the paper's inter-dataset setting: ``real-like`` cities (tex
 slight blur, lens vignetting, an ego-vehicle hood like Cityscapes) stand for BDD100K / Cityscapes, ``game-like``
 cities (flat shading, saturated colours, dark outlines, no noise, wider roads, bigger objects) stand for GTA5.
 Cities alternate families and come in fours per weather/light condition (clear, overcast, dusk, fog), so any
-first 4k cities hold two cities of each family under each of k conditions; each city also gets small seeded
-jitters of its own. Same-family, same-condition cities are the nearest sources, other-family cities the farthest.
+first 4k cities hold two cities of each family under each of k conditions. Within those fixed roles, a city's
+parameters (layout statistics, palette, texture, noise, blur, saturation, brightness) are drawn from its family's
+ranges by the benchmark seed and the city's position: a new seed is a new benchmark, with the same families and
+conditions in the same places. Same-family, same-condition cities are the nearest sources, other-family cities
+the farthest.
 
-A city's parameters depend only on its name (its position in the Greek alphabet), never on the benchmark seed:
-"alpha" is the same domain in every benchmark.
+Seed 0 draws from the stream that every benchmark used before the seed drew cities, so its files are unchanged
+(the shipped demo zoo was trained on them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -101,13 +105,18 @@ _CONDITION = {
     "fog": dict(gain=0.95, tint=(1.0, 1.0, 1.0), fog=0.45, fog_colour=(205, 205, 210), sky=(205, 205, 210),
                 saturation=0.85),
 }
-_SEED = 0x5EED  # the jitter stream of city i is default_rng([_SEED, i]): fixed for ever, independent of benchmarks
+_SEED = 0x5EED
 
 
-def _make_domain(index: int) -> Domain:
+def _parameter_stream(index: int, seed: int) -> np.random.Generator:
+    """City ``index``'s draws under benchmark ``seed``; seed 0 keeps the stream of the seed-independent cities."""
+    return np.random.default_rng([_SEED, index] if seed == 0 else [_SEED, index, seed])
+
+
+def _make_domain(index: int, seed: int) -> Domain:
     family = FAMILIES[index % 2]  # alternate families, so any first N cities hold both
     condition = CONDITIONS[(index // 4) % len(CONDITIONS)]  # two cities per family and condition, in a row
-    rng = np.random.default_rng([_SEED, index])
+    rng = _parameter_stream(index, seed)
     traits = {key: rng.uniform(*value) if isinstance(value, tuple) else value for key, value in _FAMILY[family].items()}
     light = _CONDITION[condition]
     palette = {
@@ -129,5 +138,11 @@ def _make_domain(index: int) -> Domain:
     )
 
 
-DOMAINS: dict[str, Domain] = {name: _make_domain(index) for index, name in enumerate(CITY_NAMES)}
+@lru_cache(maxsize=None)
+def domains(seed: int) -> dict[str, Domain]:
+    """Every city's domain in the benchmark of ``seed`` (families and conditions are the same for every seed)."""
+    return {name: _make_domain(index, seed) for index, name in enumerate(CITY_NAMES)}
+
+
+DOMAINS: dict[str, Domain] = domains(0)
 CITY_DOMAINS: dict[str, str] = {name: domain.family for name, domain in DOMAINS.items()}

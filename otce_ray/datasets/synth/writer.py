@@ -1,7 +1,8 @@
 """Writing the procedural benchmark to disk (or S3) in the Cityscapes layout, split ``train``.
 
-Each image draws from its own random stream, seeded by (seed, city, frame): a city's images do not depend on
-how many cities or frames are written, and the same arguments give byte-identical PNG files.
+Each image draws from its own random stream, seeded by (seed, city, frame), and each city's look from the seed
+(:func:`otce_ray.datasets.synth.domains.domains`): a city's images do not depend on how many cities or frames are
+written, and the same arguments give byte-identical PNG files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from otce_ray import fs
-from otce_ray.datasets.synth.domains import CITY_NAMES, DOMAINS
+from otce_ray.datasets.synth.domains import CITY_NAMES, Domain, domains
 from otce_ray.datasets.synth.render import render
 from otce_ray.datasets.synth.scene import compose
 
@@ -22,12 +23,16 @@ MANIFEST = "benchmark.json"
 MIN_SIDE = 32
 
 
-def render_frame(city: str, frame: int, seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image (H, W, 3) uint8 and Cityscapes label ids (H, W) uint8 of one frame of ``city``."""
+def render_frame(
+    city: str, frame: int, seed: int, size: tuple[int, int], domain: Domain | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image (H, W, 3) uint8 and Cityscapes label ids (H, W) uint8 of one frame of ``city`` in the benchmark of
+    ``seed``. ``domain`` paints the city's frame from the same random streams in another domain: a variant of the
+    city (say, more people) whose frames differ from the city's only where the changed parameters act."""
     layout_rng, look_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, CITY_NAMES.index(city), frame]).spawn(2)
     )
-    domain = DOMAINS[city]
+    domain = domains(seed)[city] if domain is None else domain
     scene = compose(domain, layout_rng, *size)
     return render(scene, domain, look_rng), scene.labels
 
@@ -47,17 +52,19 @@ def write_benchmark(
         for frame in range(images_per_city):
             image, labels = render_frame(city, frame, seed, size)
             stem = f"{city}_000000_{frame:06d}"
-            fs.write_bytes_atomic(fs.join(out, "leftImg8bit", SPLIT, city, f"{stem}_leftImg8bit.png"), _png(image))
-            fs.write_bytes_atomic(fs.join(out, "gtFine", SPLIT, city, f"{stem}_gtFine_labelIds.png"), _png(labels))
+            image_path = fs.join(out, "leftImg8bit", SPLIT, city, f"{stem}_leftImg8bit.png")
+            fs.write_bytes_atomic(image_path, png_bytes(image))
+            fs.write_bytes_atomic(fs.join(out, "gtFine", SPLIT, city, f"{stem}_gtFine_labelIds.png"), png_bytes(labels))
     manifest = {
         "format": "cityscapes", "split": SPLIT, "seed": seed, "size": list(size), "images_per_city": images_per_city,
-        "cities": {city: {"family": DOMAINS[city].family, "condition": DOMAINS[city].condition} for city in names},
+        "cities": {city: {"family": domains(seed)[city].family, "condition": domains(seed)[city].condition}
+                   for city in names},
     }
     fs.write_bytes_atomic(fs.join(out, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
     return names
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
     """PNG bytes with fixed options and no metadata, so that equal arrays give equal files."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
