@@ -20,10 +20,15 @@ from otce_ray.datasets import open_dataset
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.finetune import (
     Evaluation, FineTuneSettings, finetune_model, finetune_or_fail, fit_classifier, ground_truth, split_target,
+    training_target,
 )
 from otce_ray.models import ARCHITECTURES, ModelSpec
 
 TINY = FineTuneSettings(train_images=4, eval_images=3, steps=3, batch_size=2)
+
+
+def _split(target: dict, settings: FineTuneSettings = TINY):
+    return split_target(target, settings.train_images, settings.eval_images)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def _city(benchmark, index: int) -> dict:
 
 @pytest.fixture(scope="module")
 def split(benchmark):
-    return split_target(open_dataset(_city(benchmark, 1)), TINY)
+    return _split(_city(benchmark, 1))
 
 
 def _builtin(name: str, arch: str = "unet", **extra) -> dict:
@@ -73,17 +78,37 @@ def test_known_softmax_upsampled_to_the_labels():
 
 
 def test_split_is_seeded_disjoint_and_nested(benchmark):
-    dataset = open_dataset(_city(benchmark, 1))
+    target = _city(benchmark, 1)
     ids = lambda items: [item.image_id for item in items]  # noqa: E731
-    split = split_target(dataset, TINY)
+    split = _split(target)
     assert len(split.train) == 4 and len(split.test) == 3 and split.num_classes == 19
     assert not set(ids(split.train)) & set(ids(split.test))
-    assert ids(split_target(dataset, TINY).train) == ids(split.train)
-    bigger = split_target(dataset, dataclasses.replace(TINY, eval_images=5))
+    assert ids(_split(target).train) == ids(split.train)
+    bigger = _split(target, dataclasses.replace(TINY, eval_images=5))
     assert ids(bigger.train) == ids(split.train) and set(ids(split.test)) < set(ids(bigger.test))
-    assert ids(split_target(dataset, dataclasses.replace(TINY, seed=1)).train) != ids(split.train)
+    assert ids(_split({**target, "seed": 1}).train) != ids(split.train)  # the spec's seed picks the images
+    assert ids(_split(target, dataclasses.replace(TINY, seed=1)).train) == ids(split.train)  # not the training seed
     with pytest.raises(ValueError, match="leaves none to evaluate on"):
-        split_target(dataset, dataclasses.replace(TINY, train_images=9))
+        _split(target, dataclasses.replace(TINY, train_images=9))
+
+
+def test_scoring_and_fine_tuning_select_the_same_images(benchmark):
+    """The leakage-free protocol: the spec a run scores is the one fine-tuning trains on, image for image."""
+    full = _city(benchmark, 1)
+    scored = training_target(full, 4)
+    assert scored == {**full, "max_images": 4}
+    split = split_target(scored, eval_images=9)
+    assert [item.image_id for item in split.train] == open_dataset(scored).image_ids
+    assert len(split.test) == 5 and not {item.image_id for item in split.test} & set(open_dataset(scored).image_ids)
+    assert training_target(scored) == scored and training_target(scored, 4) == scored
+    with pytest.raises(ValueError, match="max_images=4, the images scoring saw"):
+        training_target(scored, 5)
+
+
+def test_a_target_without_a_subset_is_warned_about(benchmark, caplog):
+    with caplog.at_level("WARNING"):
+        _split(_city(benchmark, 1))
+    assert "sets no max_images" in caplog.text
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))  # segnet's max_unpool2d has no flagged-deterministic kernel
@@ -149,14 +174,14 @@ def test_job_fine_tunes_every_model_and_records_a_failing_one(ray_local, benchma
     raw = {
         "store": str(tmp_path / "store"),
         "output": str(tmp_path / "out"),
-        "target": _city(benchmark, 1),
+        "target": training_target(_city(benchmark, 1), 4),  # what a leakage-free run scores
         "models": [
             {**_builtin("unet_a", "unet"), "source": _city(benchmark, 0)},
             {**_builtin("psp_a", "pspnet", num_classes=7), "source": _city(benchmark, 0)},
             {**_builtin("broken", "unet"), "checkpoint": str(tmp_path / "broken.pt"), "source": _city(benchmark, 0)},
         ],
     }
-    table = ground_truth(parse_config(raw, base_dir=str(tmp_path)), TINY)
+    table = ground_truth(parse_config(raw, base_dir=str(tmp_path)), dataclasses.replace(TINY, train_images=None))
 
     assert list(table["model"]) == ["unet_a", "psp_a", "broken"]
     assert list(table["status"]) == ["ok", "ok", "failed"]
@@ -169,7 +194,7 @@ def test_job_fine_tunes_every_model_and_records_a_failing_one(ray_local, benchma
     assert ok[["miou", "pixel_accuracy", "log_likelihood"]].notna().all().all()
     assert (ok["log_likelihood"] < 0).all() and (ok["seconds"] > 0).all()
     alone = finetune_model({**_builtin("unet_a", "unet"), "source": _city(benchmark, 0)},
-                           split_target(open_dataset(_city(benchmark, 1)), TINY), TINY)
+                           _split(_city(benchmark, 1)), TINY)
     assert written["log_likelihood"].iloc[0] == pytest.approx(alone.log_likelihood, rel=1e-12)
 
 

@@ -1,10 +1,12 @@
 """The ground-truth job: one Ray task per source model fine-tunes it on the target and scores it.
 
-The target images are read once on the driver and shared with every task through the object store. Tasks go through
-the run's dispatch loop (``otce_ray.cluster.drive``): at most twice as many in flight as the cluster can run now, so
-hundreds of models do not flood the scheduler, and every wait is bounded. A model that fails becomes a failed row and
-the others go on. The table is written as ``ground_truth.csv`` (local or s3://), by default to the run's output
-folder next to the leaderboard it is compared with.
+Fine-tuning trains on the images of the config's target spec (its ``max_images`` subset: what the scores saw) and
+evaluates on other images of the same dataset (:mod:`otce_ray.finetune.split`). The target images are read once
+on the driver and shared with every task through the object store. Tasks go through the run's dispatch loop
+(``otce_ray.cluster.drive``): at most twice as many in flight as the cluster can run now, so hundreds of models do
+not flood the scheduler, and every wait is bounded. A model that fails becomes a failed row and the others go on.
+The table is written as ``ground_truth.csv`` (local or s3://), by default to the run's output folder next to the
+leaderboard it is compared with.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import ray
 from otce_ray import fs
 from otce_ray.cluster import Cluster, Tasks, check_gpus, demand, drive, resolve_num_gpus
 from otce_ray.config import RunConfig
-from otce_ray.datasets import open_dataset
-from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_or_fail, split_target
+from otce_ray.finetune.split import split_target
+from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_or_fail
 from otce_ray.pipeline.run import connect
 
 GROUND_TRUTH_FILE = "ground_truth.csv"
@@ -33,7 +35,7 @@ def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None 
     """
     owns_ray = connect()
     try:
-        split = split_target(open_dataset(config.target), settings)
+        split = split_target(config.target, settings.train_images, settings.eval_images)
         cluster = Cluster()
         num_gpus = resolve_num_gpus(config.extraction.num_gpus, cluster.view.total("GPU"))
         check_gpus(num_gpus, cluster.view.largest("GPU"), "extraction.num_gpus")

@@ -1,8 +1,9 @@
 """Few-shot fine-tuning of one source model on the target, and its evaluation: the ground truth OTCE should predict.
 
 As in the paper (section 2.1 and 3.1): the target model starts from the source weights, the classifier is replaced
-when the source and target class counts differ, and the whole network is trained on ``train_images`` (20) target
-images under one fixed schedule, then evaluated on held-out target images (:mod:`otce_ray.finetune.metrics`).
+when the source and target class counts differ, and the whole network is trained on 20 target images (the ones the
+scores saw: :mod:`otce_ray.finetune.split`) under one fixed schedule, then evaluated on other target images
+(:mod:`otce_ray.finetune.metrics`).
 
 Finding the classifier: a probe forward on one training image records every ``nn.Conv2d`` that runs; the
 classifier is the last one to run whose output has as many channels as the logits and that the logits depend
@@ -13,12 +14,12 @@ dilation and the target's class count. When the counts match, the source head is
 to mean the same classes (both Cityscapes train ids, say). A TorchScript model cannot have a submodule replaced:
 it fine-tunes when its class count already matches the target's and fails with a clear error otherwise.
 
-Determinism: the seed picks the images (a hashed, platform-independent ranking), initialises the new classifier
-and orders the batches; training runs under ``torch.use_deterministic_algorithms`` and a fixed thread count, so on
-CPU the same seed gives the same numbers bit for bit (tested for every built-in). Ops without a deterministic
-kernel warn instead of failing: SegNet's ``max_unpool2d`` on CPU (its pooling indices are unique, so its result
-does not depend on order) and, on CUDA, the backward of bilinear upsampling, so GPU runs may differ in the last
-digits.
+Determinism: the seed initialises the new classifier and orders the batches (the target spec's seed picks the
+images, so fine-tuning seeds replicate on identical data); training runs under
+``torch.use_deterministic_algorithms`` and a fixed thread count, so on CPU the same seed gives the same numbers bit
+for bit (tested for every built-in). Ops without a deterministic kernel warn instead of failing: SegNet's
+``max_unpool2d`` on CPU (its pooling indices are unique, so its result does not depend on order) and, on CUDA, the
+backward of bilinear upsampling, so GPU runs may differ in the last digits.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from otce_ray.datasets import Item, SegmentationDataset
+from otce_ray.datasets import Item
 from otce_ray.datasets.labels import IGNORE
-from otce_ray.datasets.selection import seeded_subset
 from otce_ray.finetune.metrics import Evaluation, at_label_size
+from otce_ray.finetune.split import TargetSplit
 from otce_ray.models import ModelError, ModelSpec, build_module, logits_of, to_input
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,15 @@ logger = logging.getLogger(__name__)
 class FineTuneSettings:
     """The fixed schedule: Adam at ``lr`` with cosine decay over ``steps`` batches of ``batch_size`` images.
 
-    60 steps (12 passes over 20 images) because there the demo zoo's ranking by log-likelihood barely moves with
-    the seed (Spearman 0.99 between seeds 0 and 1; 0.94 at 30 steps). A tiny built-in (< 45k parameters,
-    128x256 images) then fine-tunes and scores in 5-13 s on one CPU core: the 16-model zoo takes 85 s on 2 cores.
+    ``train_images``: None trains on the target's ``max_images`` subset, or on 20 images when it sets none
+    (:func:`otce_ray.finetune.split.training_target`). ``seed``: the new classifier's initialisation and the batch
+    order, never which images (the target spec's ``seed`` picks those). 60 steps (12 passes over 20 images)
+    because there the demo zoo's ranking by log-likelihood barely moves with the seed (Spearman 0.99 between seeds
+    0 and 1; 0.94 at 30 steps). A tiny built-in (< 45k parameters, 128x256 images) then fine-tunes and scores in
+    5-13 s on one CPU core: the 16-model zoo takes 85 s on 2 cores.
     """
 
-    train_images: int = 20
+    train_images: int | None = None
     eval_images: int = 50
     steps: int = 60
     batch_size: int = 4
@@ -66,21 +70,14 @@ class FineTuneSettings:
     def __post_init__(self) -> None:
         for key in ("train_images", "eval_images", "steps", "batch_size", "threads"):
             value = getattr(self, key)
+            if key == "train_images" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"fine-tuning {key}: expected an integer >= 1, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"fine-tuning lr: expected a number > 0, got {self.lr!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"fine-tuning seed: expected an integer >= 0, got {self.seed!r}")
-
-
-@dataclass(frozen=True)
-class TargetSplit:
-    """The target images every model is fine-tuned on (``train``) and evaluated on (``test``), disjoint."""
-
-    train: tuple[Item, ...]
-    test: tuple[Item, ...]
-    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -95,30 +92,6 @@ class FineTuneRecord:
     status: str = "ok"
     error: str | None = None
     replaced_classifier: str | None = None
-
-
-def split_target(dataset: SegmentationDataset, settings: FineTuneSettings) -> TargetSplit:
-    """The seed's ``train_images`` images to train on, then up to ``eval_images`` of the others to evaluate on.
-
-    Both come from one seeded ranking of the image ids, so the evaluation images never overlap the training ones
-    and raising either count keeps the images chosen before.
-    """
-    ids = dataset.image_ids
-    if len(ids) <= settings.train_images:
-        raise ValueError(
-            f"target {dataset.name!r} has {len(ids)} images: fine-tuning on {settings.train_images} leaves none "
-            "to evaluate on"
-        )
-    train = seeded_subset(ids, settings.train_images, settings.seed)
-    chosen = set(train)
-    test = seeded_subset([i for i in ids if i not in chosen], settings.eval_images, settings.seed)
-    if len(test) < settings.eval_images:
-        logger.warning("target %r: evaluating on the %d images left after training, not %d",
-                       dataset.name, len(test), settings.eval_images)
-    index = {image_id: position for position, image_id in enumerate(ids)}
-    return TargetSplit(
-        tuple(dataset[index[i]] for i in train), tuple(dataset[index[i]] for i in test), dataset.num_classes
-    )
 
 
 def finetune_model(
