@@ -275,3 +275,69 @@ def test_read_table_rejects_other_formats(tmp_path):
     (tmp_path / "board.json").write_text("{}")
     with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
         read_table(str(tmp_path / "board.json"))
+
+
+# Across targets: Fisher-z averaging, ground-truth reliability, the block bootstrap and paired differences.
+from otce_ray.evaluation.across_targets import (  # noqa: E402
+    Block, block_draws, fisher_z_mean, paired_difference, replicate_reliability, resampled_mean_correlation,
+    weighted_pearson,
+)
+
+
+def test_fisher_z_mean_averages_on_the_z_scale_and_skips_nan():
+    assert fisher_z_mean([0.5, 0.9]) == pytest.approx(math.tanh((math.atanh(0.5) + math.atanh(0.9)) / 2))
+    assert fisher_z_mean([0.5, 0.9]) > (0.5 + 0.9) / 2  # a plain mean is pulled towards 0
+    assert fisher_z_mean([0.3, float("nan")]) == pytest.approx(0.3)
+    assert math.isnan(fisher_z_mean([float("nan")]))
+    assert fisher_z_mean([1.0, 1.0]) == pytest.approx(1.0)
+
+
+def test_reliability_of_exact_replicates_is_one_and_of_pure_noise_about_zero():
+    truth = np.linspace(-0.4, -0.2, 12)
+    exact = replicate_reliability(np.stack([truth] * 3))
+    assert exact.icc == pytest.approx(1.0) and exact.ceiling == pytest.approx(1.0) and exact.replicates == 3
+    noise = replicate_reliability(np.random.default_rng(0).normal(size=(3, 200)))
+    assert abs(noise.icc) < 0.2 and abs(noise.pairwise_pearson) < 0.15 and noise.ceiling < 0.45
+
+
+def test_reliability_matches_the_variance_components():
+    # Model effects with variance 1, seed noise with variance 0.25: ICC of the mean of 4 = 1 / (1 + 0.25 / 4).
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=4000) + rng.normal(scale=0.5, size=(4, 4000))
+    result = replicate_reliability(values)
+    assert result.icc == pytest.approx(1 / (1 + 0.25 / 4), abs=0.01)
+    assert result.pairwise_pearson == pytest.approx(1 / 1.25, abs=0.02)
+    assert result.ceiling == pytest.approx(math.sqrt(result.icc))
+    with pytest.raises(ValueError, match=">= 2 replicates"):
+        replicate_reliability(values[:1])
+
+
+def test_weighted_pearson_is_the_pearson_of_the_resample_it_describes():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=6), rng.normal(size=6)
+    counts = np.array([[2, 0, 1, 1, 0, 2], [1, 1, 1, 1, 1, 1], [6, 0, 0, 0, 0, 0], [3, 3, 0, 0, 0, 0]])
+    r = weighted_pearson(x, y, counts)
+    repeated = np.repeat(np.arange(6), counts[0])
+    assert r[0] == pytest.approx(pearson(x[repeated], y[repeated]))
+    assert r[1] == pytest.approx(pearson(x, y))
+    assert np.isnan(r[2]) and np.isnan(r[3])  # fewer than 3 distinct models
+
+
+def test_block_bootstrap_shares_each_draw_across_a_blocks_targets_and_pairs_metrics():
+    rng = np.random.default_rng(3)
+    models = tuple(f"m{i}" for i in range(8))
+    blocks = [Block(models, {"t1": np.arange(0, 7), "t2": np.arange(1, 8)})]
+    truth = {(0, "t1"): rng.normal(size=7), (0, "t2"): rng.normal(size=7)}
+    good = {key: value + 0.3 * rng.normal(size=7) for key, value in truth.items()}
+    poor = {key: rng.normal(size=7) for key in truth}
+    draws = block_draws(blocks, 500, seed=0)
+    assert draws[0].shape == (500, 8) and (draws[0].sum(axis=1) == 8).all()
+    assert (draws[0] == block_draws(blocks, 500, seed=0)[0]).all()
+    a = resampled_mean_correlation(blocks, good, truth, draws)
+    b = resampled_mean_correlation(blocks, poor, truth, draws)
+    point = lambda x: fisher_z_mean([pearson(x[k], truth[k]) for k in truth])  # noqa: E731
+    test = paired_difference(a, b, point(good), point(poor))
+    assert test.difference == pytest.approx(point(good) - point(poor)) and test.low < test.difference < test.high
+    assert test.low > 0 and test.p_value < 0.05
+    same = paired_difference(a, a, point(good), point(good))
+    assert same.difference == 0 and same.p_value == 1.0

@@ -2,6 +2,8 @@
 
 ``measures`` holds the pure statistics and the bootstrap, ``evaluate`` the join and the per-metric table, and
 ``report`` the files (CSV, scatter PNGs, a self-contained HTML page), written through otce_ray.fs.
+``across_targets`` judges a metric over many targets and a replicated ground truth: Fisher-z means, the noise
+ceiling, a block bootstrap over source models shared by targets, and paired differences between metrics.
 """
 
 from otce_ray.evaluation.evaluate import (
