@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from otce_ray.extraction.planning import IMAGES_PER_SHARD
 from otce_ray.models import load_model
 
 
@@ -53,7 +55,7 @@ def main(
             with _torch_threads(1):
                 single = _bare_loop(model, open_dataset(dataset), batch_size, "cpu")
             bare, bare_threads = min((bare, bare_threads), (single, 1))
-        cold, warm, phases = _ray_path(model, dataset, os.path.join(work, "store"), batch_size, pixels_per_image, num_gpus,
+        cold, warm, phases, loads = _ray_path(model, dataset, os.path.join(work, "store"), batch_size, pixels_per_image, num_gpus,
                                seed)
     result = {
         "bench": "extract",
@@ -70,12 +72,15 @@ def main(
         "ray_cold_images_per_s": round(count / cold, 2),
         "ratio": round(bare / warm, 3),
         "ray_phase_seconds": {phase: round(seconds, 3) for phase, seconds in phases.items()},
+        "ray_model_loads": loads,
+        "shards": math.ceil(count / IMAGES_PER_SHARD),
     }
     print(f"bare torch loop : {result['bare_images_per_s']:8.2f} images/s ({count} images, {bare:.2f} s, "
           f"{bare_threads} torch thread(s))")
     print(f"ray, cold       : {result['ray_cold_images_per_s']:8.2f} images/s (the whole call: workers start, torch "
           "imports)")
     print(f"ray, steady     : {result['ray_images_per_s']:8.2f} images/s   ratio ray/bare = {result['ratio']:.3f}")
+    print(f"ray, model loads: {loads} for {result['shards']} shards")
     print("ray, seconds per phase (summed over shards): "
           + ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in result["ray_phase_seconds"].items()))
     print(json.dumps(result))
@@ -110,9 +115,9 @@ def _bare_loop(model_spec: dict, dataset, batch_size: int, device: str) -> float
 
 def _ray_path(
     model_spec: dict, dataset: dict, store: str, batch_size: int, pixels_per_image: int, num_gpus: float, seed: int
-) -> tuple[float, float, dict[str, float]]:
-    """Seconds of the whole extraction call, from its first shard's dispatch to its last result, and per phase
-    (summed over shards; see ``ShardResult``)."""
+) -> tuple[float, float, dict[str, float], int]:
+    """Seconds of the whole extraction call, from its first shard's dispatch to its last result, per phase (summed
+    over shards; see ``ShardResult``), and how many times the model was loaded."""
     import ray
 
     from otce_ray.extraction import extract_model
@@ -124,4 +129,4 @@ def _ray_path(
                             num_gpus=num_gpus, seed=seed)
     if summary.status != "ok":
         raise RuntimeError(f"extraction failed: {summary.error}")
-    return time.perf_counter() - start, summary.finished_at - summary.started_at, summary.timings
+    return time.perf_counter() - start, summary.finished_at - summary.started_at, summary.timings, summary.model_loads

@@ -10,11 +10,14 @@ what measured fastest (docs/performance.md). The class is plain Python; the pool
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.shard import ExtractionRequest, ShardResult, run_shard
 from otce_ray.models.cache import ModelCache
+from otce_ray.store import pixel_table
+from otce_ray.store.parts import part_bytes
 
 MODELS_KEPT = 2  # the model being finished and the next one, at a model boundary
 
@@ -34,8 +37,18 @@ class ShardWorker:
         self._models = ModelCache(MODELS_KEPT)
         self._decode_threads = decode_threads
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        _warm_up_writer()
 
     def extract(self, request: ExtractionRequest, shard: int, images: SegmentationDataset,
                 batch_size: int) -> ShardResult:
         return run_shard(request, shard, images, batch_size, models=self._models,
                          decode_threads=self._decode_threads, device=self._device)
+
+
+def _warm_up_writer() -> None:
+    """Serialise a one-row part: Parquet's first write in a process costs about 0.4 s of one-time set-up, which
+    would otherwise land on the first shard (the worker is not given work before its constructor returns)."""
+    one = np.zeros((1, 1), dtype=np.float32)
+    table = pixel_table(np.array(["warm-up"], dtype=object), np.zeros(1, np.int32), np.zeros(1, np.int32),
+                        np.zeros(1, np.int16), one, one, {"key": "warm-up"})
+    part_bytes(table)

@@ -23,6 +23,13 @@ ROW_GROUP_ROWS = 8192  # small enough that a sampled read skips most of a large 
 
 def write_part(uri: str, table: pa.Table) -> int:
     """Write one part atomically; returns its size in bytes."""
+    data = part_bytes(table)
+    fs.write_bytes_atomic(uri, data)
+    return len(data)
+
+
+def part_bytes(table: pa.Table) -> bytes:
+    """A part serialised in memory (also how a worker warms up Parquet's writer before its first shard)."""
     sink = pa.BufferOutputStream()
     # lz4 and no statistics on the vector columns: random-looking floats barely compress, and this write is on the
     # extraction hot path (3.5x faster than zstd with full statistics, 10% larger)
@@ -34,9 +41,7 @@ def write_part(uri: str, table: pa.Table) -> int:
         use_dictionary=["image_id"],
         write_statistics=["image_id", "row", "col", "label"],
     )
-    data = sink.getvalue().to_pybytes()
-    fs.write_bytes_atomic(uri, data)
-    return len(data)
+    return sink.getvalue().to_pybytes()
 
 
 def part_metadata(uri: str) -> dict[str, Any] | None:
