@@ -1,8 +1,8 @@
-"""Does OTCE predict transfer on the procedural benchmark? The paper's intra- and inter-dataset experiments in
-miniature (``harness``) and other OTCE settings re-scored on the same pixel stores (``alternatives``)."""
+"""Does OTCE predict transfer? The paper's experiments in miniature on the procedural benchmark, under a
+leakage-free protocol, with a noise ceiling, the estimator grid, paired tests and held-out benchmark seeds.
 
-from otce_ray.validation.alternatives import Setting, default_settings, rescore, summarise
-from otce_ray.validation.harness import INTER, INTRA, Plan, Source, run_target, run_validation, train_sources
-
-__all__ = ["INTER", "INTRA", "Plan", "Setting", "Source", "default_settings", "rescore", "run_target",
-           "run_validation", "summarise", "train_sources"]
+``plan`` says what runs, ``tasks`` writes cross-task targets, ``harness`` runs one benchmark seed (data, sources,
+leaderboards with baselines, ground truth per fine-tuning seed), ``grid`` re-scores OTCE from the stores under each
+estimator setting, ``stats`` holds the statistics as pure functions, ``analysis`` turns scores and ground truth
+into correlations, ``choice`` picks the defaults on the selection seeds, ``report`` writes the tables.
+"""
