@@ -38,22 +38,31 @@ def test_bench_ot_prints_a_table_and_a_json_summary_last(capsys, monkeypatch):
     assert float(ours[-3]) <= DEFAULT_TOLERANCE and float(peer[-3]) <= DEFAULT_TOLERANCE  # marginal errors
     assert summary["ce_abs_diff"] == pytest.approx(abs(float(ours[-1]) - float(peer[-1])), abs=1e-5)
     assert summary["ce_abs_diff"] <= 1e-3
+    assert summary["ours_ce_error"] == pytest.approx(abs(float(ours[-1]) - summary["reference_ce"]), abs=1e-5)
+    assert summary["ours_ce_error"] <= 1e-3 and summary["pot_ce_error"] <= 1e-3
     [size] = summary["per_size"]
     assert size == {key: summary[key] for key in size}
 
 
-def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys):
-    assert bench.main(sizes=[500], corpus="stress") == 0
+def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys, monkeypatch):
+    """The bench's mechanics on a small corpus (tests/test_scoring_stress.py holds every case to POT): the cases
+    up to the largest size run, three clouds each, and the summary is what the rows say."""
+    from otce_ray.scoring import stress
+
+    monkeypatch.setattr(stress, "BENCH_CORPUS", (("relu_flat", 300), ("duplicates", 200), ("relu_flat", 5000)))
+    assert bench.main(sizes=[300], corpus="stress") == 0
     lines, summary = _run(capsys, None)
     assert summary["corpus"] == "stress" and summary["tolerance"] == DEFAULT_TOLERANCE
-    [case] = summary["cases"]  # the bench corpus's only case at n <= 500
-    assert (case["case"], case["n"], case["converged"]) == ("relu_flat", 500, bench.STRESS_SEEDS)
-    assert summary["solves"] == bench.STRESS_SEEDS and summary["fraction_converged"] == 1.0
-    assert summary["worst_marginal_error"] == case["max_marginal_error"] <= DEFAULT_TOLERANCE
-    assert summary["passes_max"] == max(case["passes"]) and summary["passes_median"] > 0
-    assert case["reference_marginal_error"] <= DEFAULT_TOLERANCE / 10
-    assert summary["max_ce_abs_diff_vs_pot"] == case["ce_abs_diff"] <= 1e-3
-    assert any(line.startswith("relu_flat") for line in lines) and lines[-2].startswith("# worst marginal error")
+    cases = summary["cases"]
+    assert [(case["case"], case["n"]) for case in cases] == [("relu_flat", 300), ("duplicates", 200)]
+    assert all(case["converged"] == bench.STRESS_SEEDS == len(case["passes"]) for case in cases)
+    assert summary["solves"] == 2 * bench.STRESS_SEEDS and summary["fraction_converged"] == 1.0
+    assert summary["worst_marginal_error"] == max(case["max_marginal_error"] for case in cases) <= DEFAULT_TOLERANCE
+    assert summary["passes_max"] == max(max(case["passes"]) for case in cases) and summary["passes_median"] > 0
+    assert all(case["reference_marginal_error"] <= DEFAULT_TOLERANCE / 10 for case in cases)
+    assert summary["max_ce_abs_diff_vs_pot"] == max(case["ce_abs_diff"] for case in cases) <= 1e-3
+    assert [line.split()[0] for line in lines[2:4]] == ["relu_flat", "duplicates"]
+    assert lines[-2].startswith("# worst marginal error")
 
 
 def test_an_unknown_corpus_is_refused():
