@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
-import pytest
+import numpy as np
+import pandas as pd
 import torch
 
 from otce_ray.cli import build_parser
 from otce_ray.config import parse_config
 from otce_ray.datasets.synth import DOMAINS, FAMILIES
-from otce_ray.demo import demo_config, demo_table, ensure_benchmark
+from otce_ray.datasets import open_dataset
+from otce_ray.demo import demo_config, demo_table, ensure_benchmark, noise_ceiling_line
+from otce_ray.finetune import split_target
 from otce_ray.leaderboard import ModelResult, build_leaderboard
 from otce_ray.models import build_architecture
-from otce_ray.zoo import ZOO_DIR, city_spec, read_zoo, zoo_models
+from otce_ray.zoo import GROUND_TRUTH, ZOO_DIR, city_spec, read_zoo, zoo_models
+from otce_ray.zoo.truth import FINETUNE_SEEDS, SELECTION_SEED, SETTINGS, TRAIN_IMAGES, stale_models
 
 ZOO = read_zoo()
 SOURCES = {entry["source"]["cities"][0] for entry in ZOO["models"]}
@@ -67,6 +72,33 @@ def test_demo_config_writes_the_zoo_benchmark_and_parses(tmp_path):
     assert (config.store, config.output) == (str(tmp_path / "store"), str(tmp_path / "leaderboard"))
     assert len(config.models) == len(ZOO["models"])
     assert (config.otce.n_pixels, config.otce.repeats, config.extraction.pixels_per_image) == (500, 3, 50)
+    # Leakage-free: the demo scores exactly the images the shipped ground truth fine-tuned on, and none it tested on.
+    assert (config.target["max_images"], config.target["seed"]) == (TRAIN_IMAGES, SELECTION_SEED)
+    split = split_target(config.target, eval_images=SETTINGS.eval_images)
+    scored = open_dataset(config.target).image_ids
+    assert [item.image_id for item in split.train] == scored and len(split.test) == 20
+    assert not set(scored) & {item.image_id for item in split.test}
+
+
+def test_shipped_ground_truth_was_measured_on_the_shipped_weights_with_replicate_seeds():
+    truth = pd.read_csv(GROUND_TRUTH)
+    assert stale_models(truth) == []
+    assert list(truth.model) == [entry["name"] for entry in ZOO["models"]]
+    assert (truth.status == "ok").all() and (truth.seeds == len(FINETUNE_SEEDS)).all()
+    replicates = truth[[f"log_likelihood@{seed}" for seed in FINETUNE_SEEDS]]
+    np.testing.assert_allclose(truth.log_likelihood, replicates.mean(axis=1))
+    assert "no score can correlate above" in noise_ceiling_line(truth)
+
+
+def test_a_retrained_checkpoint_makes_the_ground_truth_stale(tmp_path):
+    shutil.copytree(ZOO_DIR, tmp_path / "zoo", ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    truth = pd.read_csv(GROUND_TRUTH)
+    assert stale_models(truth, tmp_path / "zoo") == []
+    entry = ZOO["models"][0]
+    with open(tmp_path / "zoo" / entry["checkpoint"], "ab") as file:
+        file.write(b"retrained")
+    assert stale_models(truth, tmp_path / "zoo") == [entry["name"]]
+    assert stale_models(truth.iloc[1:]) == [entry["name"]]  # a model without a row
 
 
 SMALL = {"cities": 2, "images_per_city": 2, "size": [32, 64], "seed": 0}
