@@ -100,6 +100,32 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0 if (table["status"] == "ok").any() else 1
 
 
+def _zoo_scan(args: argparse.Namespace) -> int:
+    import collections
+
+    import yaml
+
+    from otce_ray import fs
+    from otce_ray.models.scan import manifest_yaml, scan_zoo
+
+    source = yaml.safe_load(args.source) if args.source else None
+    if source is not None and not isinstance(source, dict):
+        raise ValueError(f"--source must be a YAML mapping (a dataset spec), got {args.source!r}")
+    scan = scan_zoo(args.root)
+    text = manifest_yaml(scan, source)
+    if args.out:
+        fs.write_bytes_atomic(args.out, text.encode())
+    else:
+        print(text, end="")
+    formats = collections.Counter(model.entry["format"] for model in scan.models)
+    counts = ", ".join(f"{count} {name}" for name, count in sorted(formats.items()))
+    print(f"{len(scan.models)} models recognised under {scan.root}" + (f" ({counts})" if counts else "")
+          + (f"; models_file written to {args.out}" if args.out else ""), file=sys.stderr)
+    for item in scan.unrecognised:
+        print(f"  not recognised: {item.uri}: {item.reason}", file=sys.stderr)
+    return 0 if scan.models else 1
+
+
 def _height_x_width(text: str) -> tuple[int, int]:
     height, sep, width = text.lower().partition("x")
     if not (sep and height.isdigit() and width.isdigit()):
@@ -167,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--seed", type=int, default=None, help="picks the images, new heads, batches (default 0)")
     finetune.add_argument("--out", default=None, help="CSV path or s3:// URI (default: OUTPUT/ground_truth.csv)")
     finetune.set_defaults(handler=_finetune)
+
+    zoo = commands.add_parser("zoo", help="model zoos in their native formats")
+    zoo_commands = zoo.add_subparsers(dest="zoo", required=True)
+    zoo_scan = zoo_commands.add_parser("scan", help="recognise the models in a folder of checkpoints and write a "
+                                                    "models_file (unrecognised files listed with the reason)")
+    zoo_scan.add_argument("root", help="a local folder or s3:// prefix")
+    zoo_scan.add_argument("--out", default=None, help="the models_file to write (local or s3://; default: stdout)")
+    zoo_scan.add_argument("--source", default=None,
+                          help="the dataset spec every model was trained on, as YAML, e.g. "
+                               "'{name: city, format: cityscapes, root: data, split: train}' (default: left to add)")
+    zoo_scan.set_defaults(handler=_zoo_scan)
 
     synth = commands.add_parser("synth", help="write the procedural multi-domain street-scene benchmark")
     synth.add_argument("--out", required=True, help="output directory or s3:// prefix (Cityscapes layout)")

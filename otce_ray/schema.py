@@ -267,6 +267,26 @@ class Location(Text):
         return f"a local {self.must_exist or 'path'} or an s3:// URI"
 
 
+class PretrainedLocation(Location):
+    """A ``save_pretrained`` folder (local or s3://) or a Hub model ``hf://org/name[@revision]``. The Hub form is
+    checked for syntax only: workers fetch it, where the Hub must be reachable."""
+
+    HUB = re.compile(r"hf://[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?")
+
+    def __init__(self) -> None:
+        super().__init__("directory")
+
+    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
+        if isinstance(value, str) and value.startswith("hf://"):
+            if self.HUB.fullmatch(value):
+                return value, []
+            return value, [Problem((), f"malformed Hub model {value!r}: expected hf://org/name[@revision]")]
+        return super().check(value, resolve)
+
+    def __str__(self) -> str:
+        return "a local directory, an s3:// URI or hf://org/name[@revision]"
+
+
 class ListOf(Constraint):
     """A list (or tuple) of items that each satisfy ``item``. A fixed ``length`` makes it one value (an RGB triple),
     reported whole; otherwise each bad item is reported at its index. ``unique`` names a key the items (mappings)
@@ -568,14 +588,23 @@ SHARD = Fields({
 
 # --- model specs --------------------------------------------------------------------------------------------------
 
-MODEL_FORMATS = ("torchscript", "python", "builtin")
+MODEL_FORMATS = ("torchscript", "python", "builtin", "huggingface", "torchvision", "smp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _WEIGHTS = {
-    "checkpoint": Setting(Location("file"), None, "weights loaded into the network (weights-only unpickling)"),
+    "checkpoint": Setting(Location("file"), None, "weights loaded into the network (a weights-only pickle, or "
+                                                   ".safetensors)"),
     "allow_unsafe_pickle": Setting(Boolean(), False, "load a checkpoint that needs full unpickling (runs its code)"),
     "kwargs": Setting(JSONObject(), {}, "keyword arguments of the entrypoint or architecture"),
 }
+_NUM_CLASSES = Setting(Interval(Integral, 1), 19, "classes of the logits (19: Cityscapes train ids)")
+_INIT_SEED = Setting(Interval(Integral, 0), 0, "seeds the random initialisation (without checkpoint)")
+_DEFAULT_LAYER = Setting(Text(), None, "the module whose output is the feature map; null: the family's default, the "
+                                       "decoder's last map before the classifier")
+
+
+def _family(name: str) -> str:
+    return f"otce_ray.models.families.{name}"
 
 MODEL = ByFormat(
     what="a model spec",
@@ -602,8 +631,30 @@ MODEL = ByFormat(
         "builtin": Fields({
             "architecture": Setting(Options(registry("otce_ray.models.architectures", "ARCHITECTURES")),
                                     doc="a built-in network"),
-            "num_classes": Setting(Interval(Integral, 1), 19, "classes of the logits (19: Cityscapes train ids)"),
-            "init_seed": Setting(Interval(Integral, 0), 0, "seeds the random initialisation (without checkpoint)"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            **_WEIGHTS,
+        }),
+        "huggingface": Fields({
+            "path": Setting(PretrainedLocation(), doc="a save_pretrained folder (config.json, safetensors), or a "
+                                                      "Hub model hf://org/name[@revision] where the Hub is reachable"),
+            "feature_layer": _DEFAULT_LAYER,
+        }),
+        "torchvision": Fields({
+            "architecture": Setting(Options(registry(_family("torchvision_seg"), "ARCHITECTURES")),
+                                    doc="a torchvision.models.segmentation builder"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            "feature_layer": _DEFAULT_LAYER,
+            **_WEIGHTS,
+        }),
+        "smp": Fields({
+            "architecture": Setting(Options(registry(_family("smp_seg"), "ARCHITECTURES")),
+                                    doc="a segmentation_models_pytorch architecture"),
+            "encoder": Setting(Text(), doc="its encoder, e.g. resnet34 or tu-convnext_tiny"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            "feature_layer": _DEFAULT_LAYER,
             **_WEIGHTS,
         }),
     },

@@ -122,7 +122,8 @@ def test_problems_in_models_file_carry_their_entry_index(tree):
     del raw["models"]
     raw["models_file"] = "zoo.yaml"
     problems = _problems(raw, tree)
-    assert problems == ("models_file[1].format: expected one of torchscript, python, builtin, got 'onnx'",)
+    assert problems == ("models_file[1].format: expected one of torchscript, python, builtin, huggingface, "
+                        "torchvision, smp, got 'onnx'",)
 
 
 def test_missing_models_file_is_one_problem_among_others(tree):

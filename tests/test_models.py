@@ -106,7 +106,7 @@ def test_model_loads_from_s3(tmp_path, s3_bucket):
     "entry,message",
     [
         ({"name": "m", "format": "onnx", "path": "x"},
-         "field 'format': expected one of torchscript, python, builtin, got 'onnx'"),
+         "field 'format': expected one of torchscript, python, builtin, huggingface, torchvision, smp, got 'onnx'"),
         ({"name": "m", "format": "torchscript"}, "field 'path' is required"),
         ({"name": "m", "format": "python", "entrypoint": "nocolon"}, "field 'entrypoint'"),
         ({"name": "m", "format": "builtin", "architecture": "unet", "mean": [1, 2]}, "field 'mean'"),

@@ -3,8 +3,10 @@
 A rerun may reuse a model's stores and score only if these are unchanged, so they enter the extraction key and the
 result's fingerprint. Files are identified by content (SHA-256 locally, the ETag on S3), not by name or
 modification time: a checkpoint retrained at the same path is noticed, a file merely copied or touched is not. Code
-is identified by its source: the built-in architectures' module, or a Python entrypoint's package (its sources
-when it is the user's code, its distribution and version when it is an installed library).
+is identified by its source: the built-in architectures' module, a Python entrypoint's package (its sources
+when it is the user's code, its distribution and version when it is an installed library), or a native family's
+libraries (``name==version``). A Hugging Face folder is identified by every file in it, a Hub model by the commit
+its revision points at.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 from typing import Any
 
 from otce_ray import fs
+from otce_ray.models.families import FAMILIES
+from otce_ray.models.families.huggingface import HUB, hub_commit
 from otce_ray.models.spec import ModelError, ModelSpec
 
 CHUNK = 8 << 20
@@ -26,18 +30,39 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
     """``{"files": {uri: content digest}, "code": what identifies its code}``; ModelError naming a file or module
     that cannot be found or reached."""
     files = {}
-    for field in ("path", "checkpoint"):
-        uri = getattr(spec, field)
-        if not uri:
-            continue
-        what = "checkpoint" if field == "checkpoint" else "TorchScript file"
+    for uri, what in _model_files(spec):
         try:
-            files[uri] = file_digest(uri)
+            files[uri] = hub_digest(uri) if uri.startswith(HUB) else file_digest(uri)
         except FileNotFoundError:
             raise ModelError(spec.name, f"{what} not found: {uri}") from None
         except OSError as error:
             raise ModelError(spec.name, f"cannot reach {uri}: {error}") from error
     return {"files": files, "code": code_identity(spec)}
+
+
+def _model_files(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(uri, what it is) of every file the model is read from."""
+    if spec.format == "huggingface" and not spec.path.startswith(HUB):
+        try:
+            names = fs.list_files(spec.path)
+        except FileNotFoundError:
+            raise ModelError(spec.name, f"save_pretrained folder not found: {spec.path}") from None
+        except OSError as error:
+            raise ModelError(spec.name, f"cannot reach {spec.path}: {error}") from error
+        return [(fs.join(spec.path, name), "file of the save_pretrained folder") for name in names]
+    what = {"path": "TorchScript file" if spec.format == "torchscript" else "Hub model", "checkpoint": "checkpoint"}
+    return [(getattr(spec, field), what[field]) for field in ("path", "checkpoint") if getattr(spec, field)]
+
+
+def hub_digest(uri: str) -> str:
+    """The commit a Hub model's revision points at (asked of the Hub: OSError where it cannot be reached)."""
+    try:
+        return "hub:" + hub_commit(uri)
+    except ImportError as error:
+        raise OSError(f"huggingface_hub is not installed: {error}") from error
+    except Exception as error:  # the Hub client's errors (offline, unknown repo) have no common base but Exception
+        raise OSError(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                      ) from error
 
 
 def file_digest(uri: str) -> str:
@@ -58,6 +83,8 @@ def code_identity(spec: ModelSpec) -> str | None:
         return "sha256:" + hashlib.sha256(inspect.getsource(architectures).encode()).hexdigest()
     if spec.format == "python":
         return module_identity(spec.entrypoint.partition(":")[0], spec.name)
+    if spec.format in FAMILIES:
+        return FAMILIES[spec.format].code_identity(spec.name)
     return None  # a TorchScript file holds its code: its digest covers it
 
 

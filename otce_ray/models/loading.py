@@ -24,6 +24,7 @@ from torch import nn
 
 from otce_ray import fs
 from otce_ray.models.architectures import build_architecture
+from otce_ray.models.families import FAMILIES
 from otce_ray.models.spec import ModelError, ModelSpec
 from otce_ray.schema import entrypoint_problem
 
@@ -38,9 +39,11 @@ class LoadedModel:
     """A network in eval mode on its device, with the spec's input normalisation and output checks."""
 
     def __init__(
-        self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None
+        self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None,
+        feature_layer_name: str | None = None,
     ) -> None:
         self.spec = spec
+        self.feature_layer_name = feature_layer_name or spec.feature_layer
         self.device = device
         self._module = module
         self._captured: list[torch.Tensor] = []
@@ -73,7 +76,7 @@ class LoadedModel:
             if len(self._captured) != 1 or not isinstance(self._captured[0], torch.Tensor):
                 raise ModelError(
                     self.spec.name,
-                    f"feature_layer {self.spec.feature_layer!r} must run once per forward and return a tensor",
+                    f"feature_layer {self.feature_layer_name!r} must run once per forward and return a tensor",
                 )
             features, logits = self._captured[0], logits_of(output)
         elif isinstance(output, torch.Tensor):
@@ -101,7 +104,8 @@ def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device =
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
     module = build_module(spec, device, allowed_entrypoints=allowed_entrypoints).eval()
-    return LoadedModel(spec, module, device, _feature_layer(spec, module))
+    name = feature_layer_name(spec, module)
+    return LoadedModel(spec, module, device, _feature_layer(spec, module, name), name)
 
 
 def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu", *,
@@ -116,7 +120,10 @@ def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device
     device = torch.device(device)
     if spec.format == "torchscript":
         return _load_torchscript(spec, device)
-    module = _build_python(spec, allowed_entrypoints) if spec.format == "python" else _build_builtin(spec)
+    if spec.format in FAMILIES:
+        module = _build_family(spec)
+    else:
+        module = _build_python(spec, allowed_entrypoints) if spec.format == "python" else _build_builtin(spec)
     if spec.checkpoint:
         _load_checkpoint(spec, module)
     return module.to(device)
@@ -180,6 +187,22 @@ def _build_builtin(spec: ModelSpec) -> nn.Module:
         )
 
 
+def _build_family(spec: ModelSpec) -> nn.Module:
+    family = FAMILIES[spec.format]
+    what = f"{spec.format} model {spec.path or spec.architecture!r}" + (f" ({spec.encoder})" if spec.encoder else "")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)  # a model without checkpoint is the same on every worker
+        try:
+            module = family.build(spec)
+        except ModelError:
+            raise
+        except Exception as error:
+            raise ModelError(spec.name, f"{what} cannot be built: {_first_line(error)}") from error
+    if not isinstance(module, nn.Module):
+        raise ModelError(spec.name, f"{what} built a {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
 def _call_factory(spec: ModelSpec, what: str, factory) -> nn.Module:
     try:
         module = factory()
@@ -195,6 +218,37 @@ _UNREADABLE = "cannot be read (corrupt, or not a PyTorch checkpoint)"
 
 def _load_checkpoint(spec: ModelSpec, module: nn.Module) -> None:
     data = _read(spec, "checkpoint", spec.checkpoint)
+    state = _read_safetensors(spec, data) if spec.checkpoint.endswith(SAFETENSORS) else _unpickle(spec, data)
+    state = state_dict_of(state)
+    if state is None:
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} holds no state dict of tensors")
+    if spec.format in FAMILIES:
+        state = FAMILIES[spec.format].checkpoint_state(module, state)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:600]
+        raise ModelError(
+            spec.name, f"checkpoint {spec.checkpoint} does not match the architecture: {detail}"
+        ) from error
+
+
+SAFETENSORS = ".safetensors"
+
+
+def _read_safetensors(spec: ModelSpec, data: io.BytesIO) -> Mapping[str, torch.Tensor]:
+    """A safetensors file holds tensors only (no code), so it needs no weights-only guard."""
+    try:
+        from safetensors.torch import load
+    except ImportError as error:
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} needs the safetensors package: {error}") from None
+    try:
+        return load(data.getvalue())
+    except Exception as error:
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {_first_line(error)}") from error
+
+
+def _unpickle(spec: ModelSpec, data: io.BytesIO) -> Any:
     try:
         state = torch.load(data, map_location="cpu", weights_only=not spec.allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
@@ -208,38 +262,37 @@ def _load_checkpoint(spec: ModelSpec, module: nn.Module) -> None:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {detail}") from error
     except Exception as error:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {_first_line(error)}") from error
-    state = _state_dict_of(state)
-    if state is None:
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} holds no state dict of tensors")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:600]
-        raise ModelError(
-            spec.name, f"checkpoint {spec.checkpoint} does not match the architecture: {detail}"
-        ) from error
+    return state
 
 
-def _state_dict_of(state: Any) -> Mapping[str, torch.Tensor] | None:
+def state_dict_of(state: Any) -> Mapping[str, torch.Tensor] | None:
     """Accept a bare state dict or the common wrappers ``{"state_dict": ...}`` / ``{"model": ...}``."""
     if isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
         return state
     if isinstance(state, Mapping):
         for key in ("state_dict", "model"):
             if key in state:
-                return _state_dict_of(state[key])
+                return state_dict_of(state[key])
     return None
 
 
-def _feature_layer(spec: ModelSpec, module: nn.Module) -> nn.Module | None:
-    if not spec.feature_layer:
+def feature_layer_name(spec: ModelSpec, module: nn.Module) -> str | None:
+    """The module whose output is the feature map: the spec's ``feature_layer``, else its family's default (None:
+    the forward's own output gives the features)."""
+    if spec.feature_layer or spec.format not in FAMILIES:
+        return spec.feature_layer
+    return FAMILIES[spec.format].default_feature_layer(spec, module)
+
+
+def _feature_layer(spec: ModelSpec, module: nn.Module, name: str | None) -> nn.Module | None:
+    if not name:
         return None
     try:
-        return module.get_submodule(spec.feature_layer)
+        return module.get_submodule(name)
     except AttributeError:
         names = [name for name, _ in module.named_modules() if name][:20]
         raise ModelError(
-            spec.name, f"feature_layer {spec.feature_layer!r} is not a submodule; some submodules: {names}"
+            spec.name, f"feature_layer {name!r} is not a submodule; some submodules: {names}"
         ) from None
 
 

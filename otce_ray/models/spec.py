@@ -31,6 +31,9 @@ class ModelSpec:
     ("pkg.module:function", called with ``kwargs``) and may name a ``checkpoint`` and a ``feature_layer``;
     ``builtin`` needs ``architecture`` (a key of ``architectures.ARCHITECTURES``, built with ``num_classes`` and
     ``kwargs`` such as ``width``/``feature_dim``; randomly initialised from ``init_seed`` when no ``checkpoint``).
+    The native formats of ``families.FAMILIES`` (``huggingface``: a ``path`` to a save_pretrained folder;
+    ``torchvision`` and ``smp``: an ``architecture``, smp's ``encoder``, ``num_classes`` and a ``checkpoint``) take
+    their features from their family's default layer unless ``feature_layer`` names another.
     Checkpoints load with ``weights_only=True`` unless ``allow_unsafe_pickle`` is set.
     ``mean``/``std`` normalise RGB in [0, 1]; ``size`` (H, W) resizes inputs before the forward.
     ``autocast`` runs the forward under bf16 autocast on CUDA; turn it off for a model whose features it harms.
@@ -38,9 +41,10 @@ class ModelSpec:
 
     name: str
     format: str
-    path: str | None = None  # required by format torchscript, absent from the others
+    path: str | None = None  # required by formats torchscript and huggingface, absent from the others
     entrypoint: str | None = None  # required by format python, absent from the others
     architecture: str | None = MODEL.default("architecture")
+    encoder: str | None = None  # required by format smp, absent from the others
     num_classes: int = MODEL.default("num_classes")
     kwargs: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL.default("kwargs")))
     checkpoint: str | None = MODEL.default("checkpoint")
@@ -79,8 +83,14 @@ class ModelSpec:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the extracted features (the name is only a label)."""
-        content = {k: v for k, v in self.to_dict().items() if k != "name"}
+        content = {k: v for k, v in self.to_dict().items()
+                   if k != "name" and not (k in _ADDED_LATER and v is None)}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Fields added after specs were first fingerprinted: left out of the fingerprint while unset, so that adding one
+# does not make every recorded model look changed (and rescored).
+_ADDED_LATER = ("encoder",)
 
 
 def _applicable(entry: Mapping[str, Any]) -> dict[str, Any]:
