@@ -75,13 +75,14 @@ def test_a_checkpoint_sets_the_weights_and_an_unseeded_model_is_the_same_everywh
     require("torchvision", "segmentation_models_pytorch")
     checkpoint = save_torchvision(tmp_path / "lraspp.pth", "lraspp_mobilenet_v3_large", num_classes=4, seed=7)
     spec = {"name": "m", "format": "torchvision", "architecture": "lraspp_mobilenet_v3_large", "num_classes": 4}
-    trained, again = load_model({**spec, "checkpoint": str(checkpoint)}), load_model({**spec, "checkpoint": str(checkpoint)})
+    with_weights = {**spec, "checkpoint": str(checkpoint)}
+    trained, again = load_model(with_weights), load_model(with_weights)
     untrained = load_model(spec)
     assert torch.equal(trained(IMAGES).features, again(IMAGES).features)
     assert not torch.equal(trained(IMAGES).features, untrained(IMAGES).features)
     assert torch.equal(untrained(IMAGES).features, load_model(spec)(IMAGES).features)  # seeded by init_seed
     saved = torch.load(checkpoint, weights_only=True)
-    built = build_module({**spec, "checkpoint": str(checkpoint)})
+    built = build_module(with_weights)
     assert all(torch.equal(built.state_dict()[key], value) for key, value in saved.items())
 
     folder = save_smp_pretrained(tmp_path / "unet", "Unet", "resnet18", num_classes=3, seed=5, encoder_depth=3,
@@ -90,9 +91,10 @@ def test_a_checkpoint_sets_the_weights_and_an_unseeded_model_is_the_same_everywh
                 "checkpoint": str(folder / "model.safetensors"),
                 "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}}
     reference = smp_model("Unet", "resnet18", 3, seed=5, encoder_depth=3, decoder_channels=(16, 8, 8)).eval()
+    x = torch.from_numpy(IMAGES).permute(0, 3, 1, 2).float().div(255)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        expected = reference(torch.from_numpy(IMAGES).permute(0, 3, 1, 2).float().div(255).sub(
-            torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)).div(torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)))
+        expected = reference(x)
     assert torch.allclose(load_model(smp_spec)(IMAGES).logits, expected, atol=1e-5)
 
 
@@ -144,7 +146,8 @@ def test_fingerprint_sees_every_file_of_a_folder_and_the_library_version(tmp_pat
     tv = ModelSpec.from_dict({"name": "t", "format": "torchvision", "architecture": "fcn_resnet50"})
     assert model_identity(tv)["code"].startswith(f"torchvision=={version('torchvision')} adapter:")
     sm = ModelSpec.from_dict({"name": "s", "format": "smp", "architecture": "FPN", "encoder": "resnet18"})
-    assert model_identity(sm)["code"].startswith(f"segmentation-models-pytorch=={version('segmentation-models-pytorch')} ")
+    expected = f"segmentation-models-pytorch=={version('segmentation-models-pytorch')} timm=={version('timm')} adapter:"
+    assert model_identity(sm)["code"].startswith(expected)
 
 
 def test_spec_fingerprints_of_the_older_formats_are_unchanged_by_the_new_field():

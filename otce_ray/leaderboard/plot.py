@@ -1,7 +1,9 @@
-"""An inline SVG of the scores with their 95% intervals, indistinguishable groups shaded as bands.
+"""The scores with their 95% intervals as inline SVG, indistinguishable groups shaded as bands.
 
-Hand-written SVG keeps the HTML self-contained (no image files, no scripts, no plotting dependency) and stays
-legible for hundreds of models: one row per model, so the height grows with the zoo.
+Hand-written SVG keeps the HTML self-contained (no image files, no plotting dependency). It stays readable for
+hundreds of models: one labelled row per model in a box that scrolls under a fixed axis (with tick lines through
+every row, so a value can be read anywhere), long names shortened (the full name is the row's tooltip). Each row is
+one ``<g class="plot-row">`` at its own offset, so the page's filters can hide rows and stack the rest.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import math
 
 import pandas as pd
 
-_ROW = 20
-_TOP = 14
-_AXIS = 46
+ROW = 20
+_AXIS = 30
 _WIDTH = 860
 _PLOT_LEFT_MIN = 120
 _CHAR = 7  # approximate width of one 12 px label character
+_LABEL_CHARS = 40  # longer names are shortened on the plot
 _BANDS = ("#eef3fb", "#ffffff")
+CAPTION = "OTCE = -H(Yt|Ys), higher is better; bars: 95% interval; bands: indistinguishable groups"
 
 
 def _ticks(low: float, high: float, target: int = 5) -> tuple[list[float], int]:
@@ -30,12 +33,18 @@ def _ticks(low: float, high: float, target: int = 5) -> tuple[list[float], int]:
     return [first + i * step for i in range(count)], max(0, -math.floor(math.log10(step)))
 
 
+def _label(name: str) -> str:
+    return name if len(name) <= _LABEL_CHARS else name[:_LABEL_CHARS - 1] + "\u2026"
+
+
 def scores_svg(board: pd.DataFrame) -> str:
-    """The plot for the scored rows of a leaderboard frame (failed rows are in the table only)."""
+    """The plot for the scored rows of a leaderboard frame (failed rows are in the table only): an axis, the rows in
+    a scrolling box, the axis again with the caption."""
     scored = board[board["status"] == "ok"]
     if scored.empty:
         return '<svg width="400" height="30" role="img"><text x="4" y="20">no scored models</text></svg>'
-    left = max(_PLOT_LEFT_MIN, _CHAR * int(scored["model"].str.len().max()) + 16)
+    rows = list(scored.itertuples(index=False))
+    left = max(_PLOT_LEFT_MIN, _CHAR * max(len(_label(str(r.model))) for r in rows) + 16)
     right = _WIDTH - 48
     low, high = float(scored["otce_ci_low"].min()), float(scored["otce_ci_high"].max())
     pad = (high - low) * 0.05 or max(abs(high) * 0.05, 1e-6)
@@ -44,29 +53,46 @@ def scores_svg(board: pd.DataFrame) -> str:
     def x(value: float) -> float:
         return left + (value - low) / (high - low) * (right - left)
 
-    height = _TOP + _ROW * len(scored) + _AXIS
-    parts = [f'<svg width="{_WIDTH}" height="{height}" role="img" font-family="sans-serif" font-size="12">',
-             "<title>OTCE score per model with its 95% interval</title>"]
-    rows = list(scored.itertuples(index=False))
-    for group in sorted({int(r.group) for r in rows}):
-        members = [i for i, r in enumerate(rows) if int(r.group) == group]
-        top = _TOP + _ROW * members[0]
-        parts.append(f'<rect x="0" y="{top}" width="{_WIDTH}" height="{_ROW * len(members)}" '
-                     f'fill="{_BANDS[(group - 1) % 2]}" stroke="#c5d0e0"/>')
-        parts.append(f'<text x="{_WIDTH - 6}" y="{top + 14}" text-anchor="end" fill="#4a5a78">G{group}</text>')
-    for i, row in enumerate(rows):
-        y = _TOP + _ROW * i + _ROW / 2
-        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{html.escape(str(row.model))}</text>')
-        parts.append(f'<line x1="{x(row.otce_ci_low):.1f}" x2="{x(row.otce_ci_high):.1f}" y1="{y}" y2="{y}" '
-                     'stroke="#1f4e9c" stroke-width="2"/>')
-        parts.append(f'<circle cx="{x(row.otce):.1f}" cy="{y}" r="4" fill="#1f4e9c"/>')
-    axis_y = _TOP + _ROW * len(rows)
-    parts.append(f'<line x1="{left}" x2="{right}" y1="{axis_y}" y2="{axis_y}" stroke="#333"/>')
     ticks, decimals = _ticks(low, high)
-    for tick in ticks:
-        parts.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{axis_y}" y2="{axis_y + 5}" stroke="#333"/>')
-        parts.append(f'<text x="{x(tick):.1f}" y="{axis_y + 18}" text-anchor="middle">{tick:.{decimals}f}</text>')
-    parts.append(f'<text x="{(left + right) / 2}" y="{axis_y + 38}" text-anchor="middle">'
-                 "OTCE = -H(Yt|Ys), higher is better; bars: 95% interval; bands: indistinguishable groups</text>")
+    grid = "".join(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="0" y2="{ROW}" stroke="#d6dde8"/>' for t in ticks)
+    parts = [f'<svg class="plot-rows" data-row="{ROW}" width="{_WIDTH}" height="{ROW * len(rows)}" role="img" '
+             'font-family="sans-serif" font-size="12">',
+             "<title>OTCE score per model with its 95% interval</title>"]
+    previous_group = None
+    for i, row in enumerate(rows):
+        group = int(row.group)
+        name = str(row.model)
+        mid = ROW / 2
+        parts.append(f'<g class="plot-row" data-model="{html.escape(name)}" transform="translate(0,{ROW * i})">'
+                     f"<title>{html.escape(name)}: {row.otce:.4f} [{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}], "
+                     f"group {group}</title>"
+                     f'<rect x="0" y="0" width="{_WIDTH}" height="{ROW}" fill="{_BANDS[(group - 1) % 2]}"/>{grid}'
+                     + (f'<line x1="0" x2="{_WIDTH}" y1="0" y2="0" stroke="#8fa3c4"/>'
+                        f'<text x="{_WIDTH - 6}" y="14" text-anchor="end" fill="#4a5a78">G{group}</text>'
+                        if group != previous_group else "")
+                     + f'<text x="{left - 8}" y="{mid + 4}" text-anchor="end">{html.escape(_label(name))}</text>'
+                     f'<line x1="{x(row.otce_ci_low):.1f}" x2="{x(row.otce_ci_high):.1f}" y1="{mid}" y2="{mid}" '
+                     'stroke="#1f4e9c" stroke-width="2"/>'
+                     f'<circle cx="{x(row.otce):.1f}" cy="{mid}" r="4" fill="#1f4e9c"/></g>')
+        previous_group = group
     parts.append("</svg>")
-    return "\n".join(parts)
+    return "\n".join([_axis(ticks, decimals, x, left, right, top=True),
+                      '<div class="plot-scroll">', *parts, "</div>",
+                      _axis(ticks, decimals, x, left, right, top=False)])
+
+
+def _axis(ticks: list[float], decimals: int, x, left: float, right: float, top: bool) -> str:
+    """The value axis, above the rows (ticks pointing down) or below them (ticks up, with the caption)."""
+    height = _AXIS if top else _AXIS + 20
+    base = _AXIS - 1 if top else 1
+    tick_end = base + (5 if not top else -5)
+    label_y = base - 9 if top else base + 18
+    parts = [f'<svg class="plot-axis" width="{_WIDTH}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<line x1="{left}" x2="{right}" y1="{base}" y2="{base}" stroke="#333"/>']
+    for tick in ticks:
+        parts.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{base}" y2="{tick_end}" stroke="#333"/>'
+                     f'<text x="{x(tick):.1f}" y="{label_y}" text-anchor="middle">{tick:.{decimals}f}</text>')
+    if not top:
+        parts.append(f'<text x="{(left + right) / 2}" y="{base + 38}" text-anchor="middle">{CAPTION}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

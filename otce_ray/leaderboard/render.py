@@ -1,4 +1,5 @@
-"""Human-readable leaderboards: a Markdown table and a self-contained HTML page (table + inline SVG plot).
+"""Human-readable leaderboards: a Markdown table and a self-contained interactive HTML page (inline SVG plot,
+sortable and filterable table, a drill-down per model, the best source per target class).
 
 Both show the same cells, formatted once here; the CSV and Parquet files keep the full-precision columns. A model's
 warnings (the ``warnings`` column) are listed under the table as notes, one line per model, rather than as a cell.
@@ -7,12 +8,16 @@ warnings (the ``warnings`` column) are listed under the table as notes, one line
 from __future__ import annotations
 
 import html
+import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from otce_ray.leaderboard.drilldown import ClassNames, best_sources, model_details
+from otce_ray.leaderboard.page_script import SCRIPT, STYLE
 from otce_ray.leaderboard.plot import scores_svg
+from otce_ray.leaderboard.results import ModelResult
 from otce_ray.leaderboard.table import metric_columns
 
 LEGEND = (
@@ -94,16 +99,15 @@ def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -
     return "\n".join(lines) + "\n"
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #c5d0e0; padding: 3px 7px; text-align: left; vertical-align: top; }
-th { background: #dde6f3; }
-tr.band-0 td { background: #eef3fb; }
-tr.band-1 td { background: #ffffff; }
-tr.group-start td { border-top: 3px solid #1f4e9c; }
-tr.failed td { background: #fbeeee; color: #7a1f1f; }
-"""
+# The numbers a column sorts by on the page (cells show them rounded); other columns sort by their text.
+_SORT_VALUES: dict[str, Callable[[Any], Any]] = {
+    "rank": lambda r: r.rank, "group": lambda r: r.group, "OTCE": lambda r: r.otce,
+    "95% interval": lambda r: r.otce_ci_low, "std": lambda r: r.otce_std, "repeats": lambda r: r.repeats,
+    "dropped": lambda r: getattr(r, "repeats_dropped", None), "pixels": lambda r: r.n_pixels,
+    "epsilon": lambda r: r.epsilon, "marginal error": lambda r: r.max_marginal_error,
+    "extract s": lambda r: r.extract_seconds, "score s": lambda r: r.score_seconds,
+}
+_FILTERS = ("architecture", "source", "status")
 
 
 def _row_class(row: Any, previous_group: Any) -> str:
@@ -113,19 +117,98 @@ def _row_class(row: Any, previous_group: Any) -> str:
     return f"band-{(group - 1) % 2}" + (" group-start" if group != previous_group else "")
 
 
-def leaderboard_html(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
-    """A single HTML file with no external references: styles inline, plot as inline SVG."""
+def _model_button(name: str) -> str:
+    """A model's name as the button that opens its drill-down."""
+    return f'<button class="model" type="button">{html.escape(name)}</button>'
+
+
+def _sort_value(value: Any) -> str:
+    return "" if _missing(value) else repr(float(value))
+
+
+def _table_html(board: pd.DataFrame) -> str:
+    """The table, its headers sort buttons, numeric cells carrying their full value (``data-v``) for sorting."""
     columns = _columns(board)
+    headers = [header for header, _ in columns]
+    numeric = {header: _SORT_VALUES.get(header, lambda r, h=header: getattr(r, h))
+               for header in headers if header in _SORT_VALUES or header in metric_columns(board)}
     body_rows = []
     previous_group = None
     for row, cells in zip(board.itertuples(index=False), _cells(board, columns)):
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{tds}</tr>')
+        tds = []
+        for header, cell in zip(headers, cells):
+            if header == "model":
+                tds.append(f"<td>{_model_button(cell)}</td>")
+            elif header in numeric:
+                tds.append(f'<td data-v="{_sort_value(numeric[header](row))}">{html.escape(cell)}</td>')
+            else:
+                tds.append(f"<td>{html.escape(cell)}</td>")
+        body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{"".join(tds)}</tr>')
         previous_group = None if _missing(row.group) else int(row.group)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
+    head = "".join(f'<th aria-sort="none"><button class="sort" type="button">{html.escape(h)}</button></th>'
+                   for h in headers)
+    where = " ".join(f'data-{key}-column="{headers.index(key)}"' for key in ("model", *_FILTERS))
+    return "\n".join([f'<div class="table-scroll"><table id="board" {where}><thead><tr>{head}</tr></thead><tbody>',
+                      *body_rows, "</tbody></table></div>"])
+
+
+def _controls(board: pd.DataFrame) -> str:
+    """Name search, one select per filtered column (its distinct values), and how many rows are shown."""
+    parts = ['<div class="controls"><label>Search <input id="f-search" type="search" placeholder="model name">'
+             "</label>"]
+    for key in _FILTERS:
+        values = sorted({_text(value) for value in board[key]} - {""})
+        options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
+        parts.append(f'<label>{key.capitalize()} <select id="f-{key}"><option value="">all</option>{options}'
+                     "</select></label>")
+    parts.append(f'<span id="shown">{len(board)} of {len(board)} models</span></div>')
+    return "".join(parts)
+
+
+def _best_sources_html(results: Sequence[ModelResult], names: ClassNames | None) -> list[str]:
+    rows = best_sources(results, names)
+    if not rows:
+        return []
+    head = ("target class", "name", "share of target pixels", "best source model", "contribution (nats)",
+            "per pixel of the class", "runner-up", "runner-up per pixel")
+    cells = []
+    for row in rows:
+        runner_up = _model_button(row.runner_up) if row.runner_up else ""
+        cells.append(
+            f"<tr><td>{html.escape(row.class_id)}</td><td>{html.escape(row.class_name)}</td>"
+            f"<td>{row.share:.1%}</td><td>{_model_button(row.model)}</td>"
+            f"<td>{row.contribution:.4f}</td><td>{row.per_pixel:.4f}</td><td>{runner_up}</td>"
+            f"<td>{'' if row.runner_up_per_pixel is None else format(row.runner_up_per_pixel, '.4f')}</td></tr>")
+    return ["<h2>Best source per target class</h2>",
+            "<p>For each target class, the scored model whose labels leave the least uncertainty about it: the "
+            "lowest contribution to H(Yt|Ys) per pixel of the class (the mean -log P(yt | ys) over its pixels).</p>",
+            '<table id="best-sources"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>", *cells, "</tbody></table>"]
+
+
+_DRILLDOWN = ('<section id="drilldown" hidden><h2>Model <span class="drilldown-title"></span> '
+              '<button class="close" type="button">close</button></h2><div class="charts"></div></section>')
+
+
+def _json_block(element_id: str, data: Any) -> str:
+    """Data for the script, safe inside HTML: ``</`` and ``<!--`` cannot end or open anything in the block."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def leaderboard_html(board: pd.DataFrame, results: Sequence[ModelResult] = (), class_names: ClassNames | None = None,
+                     title: str = "OTCE leaderboard") -> str:
+    """A single HTML file with no external references (style, script and data inline, plots as inline SVG): the
+    interval plot, the table (sort by any column; filter by architecture, source and status; search by name), a
+    drill-down per model from ``results``' per-class breakdowns and label maps (class names from ``class_names``),
+    the best source per target class, and the notes."""
     notes = [f"<li><b>{html.escape(model)}</b>: {html.escape(text)}</li>" for model, text in _notes(board)]
-    return html_page(title, _STYLE, LEGEND, scores_svg(board), f"<table><thead><tr>{head}</tr></thead><tbody>",
-                     *body_rows, "</tbody></table>", *(["<h2>Notes</h2>", "<ul>", *notes, "</ul>"] if notes else []))
+    return html_page(
+        title, STYLE, LEGEND, _controls(board), "<h2>Scores</h2>", scores_svg(board), "<h2>Table</h2>",
+        "<p>Click a column to sort by it, a model to see why it ranks where it does.</p>", _table_html(board),
+        _DRILLDOWN, *_best_sources_html(results, class_names),
+        *(["<h2>Notes</h2>", "<ul>", *notes, "</ul>"] if notes else []),
+        _json_block("otce-details", model_details(results, class_names)), f"<script>{SCRIPT}</script>")
 
 
 def html_page(title: str, style: str, legend: str, *body: str) -> str:
