@@ -42,6 +42,9 @@ def hub_reference(uri: str) -> tuple[str, str | None]:
 
 def build(spec: ModelSpec) -> nn.Module:
     from transformers import AutoModelForSemanticSegmentation
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a worker's log is no terminal: no per-load bars in it
 
     if spec.path.startswith(HUB):
         repo, revision = hub_reference(spec.path)
