@@ -18,8 +18,9 @@ from otce_ray.validation.analysis import (
 from otce_ray.validation.choice import CHOICE, candidates, read_choice, write_choice
 from otce_ray.validation.grid import SCORES, Setting, grid, rescore
 from otce_ray.validation.harness import full_target, pairs, run_seed, scored_target, seed_dir, train_sources
-from otce_ray.validation.plan import CROSS, INTER, INTRA, Plan, Target
+from otce_ray.validation.plan import CROSS, EXPERIMENTS, INTER, INTRA, Plan, Target
 from otce_ray.validation.report import write_report
+from otce_ray.validation.study import SELECTION_SEEDS, selection_grid
 from otce_ray.validation.tasks import TASKS, relabelled, write_task_target
 
 TINY = Plan(
@@ -52,6 +53,14 @@ def test_grid_lists_the_paper_estimators_first_each_raw_and_standardised():
         "sinkhorn eps 0.1 raw, N 2000, K 2", "sinkhorn eps 0.1 raw, z-scored, N 2000, K 2"]
     assert [s.paper for s in settings] == [True, False, True, False] + [False] * 6
     assert {s.epsilon for s in settings[4:]} == {0.05, 0.01, 0.005}
+
+
+def test_every_selection_seed_scores_the_n_2000_grid_and_only_the_first_the_n_10000_one():
+    first, *others = SELECTION_SEEDS
+    sizes = {seed: {s.n_pixels for _, block, _ in selection_grid(seed) for s in block} for seed in SELECTION_SEEDS}
+    assert sizes[first] == {2000, 10_000}
+    assert all(sizes[seed] == {2000} for seed in others)
+    assert selection_grid(first)[0] == selection_grid(others[0])[0] == (EXPERIMENTS, grid(2000, 2), None)
 
 
 def test_cross_task_labels_merge_or_drop_classes():

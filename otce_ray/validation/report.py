@@ -144,7 +144,8 @@ def grid_table(table: pd.DataFrame, scores: pd.DataFrame, reliability: pd.DataFr
                 continue
             covered = cells.merge(mine[["seed", "target"]].drop_duplicates(), on=["seed", "target"])
             result = mean_correlations(covered, [setting]).iloc[0]
-            partial = "" if len(mine) == len(cells) else f" ({mine.target.nunique()} target)"
+            partial = "" if len(mine) == len(cells) else (
+                f" (seeds {', '.join(map(str, sorted(mine.seed.unique())))}; {mine.target.nunique()} targets)")
             row[experiment] = _interval(result) + partial
         out.append(row)
     return markdown(pd.DataFrame(out))
