@@ -673,7 +673,7 @@ OTCE = Fields({
                        "Sinkhorn regularisation, relative to the cost scale; null: the engine's default"),
     "cost_scale": Setting(Options(registry("otce_ray.scoring.cost_scale", "COST_SCALES")), None,
                           "what epsilon is relative to; null: the engine's default (`median`)"),
-    "standardise": Setting(Boolean(), False, "z-score each side's features on its own before the cost (see the "
+    "standardise": Setting(Boolean(), True, "z-score each side's features on its own before the cost (see the "
                                              "engine section)"),
 })
 EXTRACTION = Fields({

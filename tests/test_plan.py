@@ -149,7 +149,7 @@ def test_model_fingerprint_tracks_what_determines_the_score(benchmark, tmp_path)
     assert _fingerprint(parse_config(reordered, base_dir=str(tmp_path)), "unet_alpha") == _fingerprint(
         config, "unet_alpha")
     assert _fingerprint(config, "unet_alpha") != _fingerprint(config, "unet_beta")
-    for section, key, value in (("otce", "n_pixels", 1000), ("otce", "standardise", True),
+    for section, key, value in (("otce", "n_pixels", 1000), ("otce", "standardise", False),
                                 ("extraction", "pixels_per_image", 10), ("baselines", "n_pixels", 100)):
         changed = copy.deepcopy(raw)
         changed.setdefault(section, {})[key] = value

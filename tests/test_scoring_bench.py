@@ -9,8 +9,8 @@ import pytest
 from scoring_cases import one_torch_thread  # noqa: F401 (fixture: the stress corpus solves in this process)
 
 from otce_ray.bench import ot as bench
+from otce_ray.bench.ot import PIXELS_EPSILON
 from otce_ray.cli import main
-from otce_ray.scoring.estimator import DEFAULT_EPSILON
 from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
 
 
@@ -25,7 +25,7 @@ def test_bench_ot_prints_a_table_and_a_json_summary_last(capsys, monkeypatch):
     assert main(["bench", "ot", "--sizes", "300", "--dim", "8"]) == 0
     lines, summary = _run(capsys, None)
     assert (summary["corpus"], summary["n"], summary["dim"]) == ("pixels", 300, 8)
-    assert (summary["epsilon"], summary["tolerance"]) == (DEFAULT_EPSILON, DEFAULT_TOLERANCE)
+    assert (summary["epsilon"], summary["tolerance"]) == (PIXELS_EPSILON, DEFAULT_TOLERANCE)
     assert summary["device"] == "otce-ray (cpu)" and summary["peer"].startswith("POT sinkhorn float")
     assert summary["converged"] is True and summary["remedy"] is None
     assert summary["ours_iterations"] > 0 and summary["pot_iterations"] > 0

@@ -156,21 +156,24 @@ def in_dimension(dim: int) -> Callable[[int, int], tuple[np.ndarray, ...]]:
     return build
 
 
-STANDARDISED_SMALL_EPS = {"standardise": True, "epsilon": 0.01}  # where Anderson used to stall (issue 11)
+# Every case names its estimator settings: the raw features at eps 0.05 (the engine's default when the corpus was
+# built), and z-scored at eps 0.01 (where Anderson used to stall, issue 11; the default since the validation v2).
+RAW = {"standardise": False, "epsilon": 0.05}
+STANDARDISED_SMALL_EPS = {"standardise": True, "epsilon": 0.01}
 
 BUILDERS: dict[str, tuple[Callable[[int, int], tuple[np.ndarray, ...]], dict[str, Any]]] = {
-    "relu_flat": (relu_flat, {}),
+    "relu_flat": (relu_flat, RAW),
     "relu_flat_standardised_eps0.01": (relu_flat, STANDARDISED_SMALL_EPS),
-    "relu_noisy": (noisy, {}),
+    "relu_noisy": (noisy, RAW),
     "relu_noisy_standardised_eps0.01": (noisy, STANDARDISED_SMALL_EPS),
-    "duplicates": (duplicates, {}),
-    "tiny_class": (tiny_class, {}),
-    "huge_imbalance": (huge_imbalance, {}),
-    "domain_shift": (domain_shift, {}),
-    "scale_1e-3": (scaled(1e-3), {}),
-    "scale_1e3": (scaled(1e3), {}),
-    "d3": (in_dimension(3), {}),
-    "d2048": (in_dimension(2048), {}),
+    "duplicates": (duplicates, RAW),
+    "tiny_class": (tiny_class, RAW),
+    "huge_imbalance": (huge_imbalance, RAW),
+    "domain_shift": (domain_shift, RAW),
+    "scale_1e-3": (scaled(1e-3), RAW),
+    "scale_1e3": (scaled(1e3), RAW),
+    "d3": (in_dimension(3), RAW),
+    "d2048": (in_dimension(2048), RAW),
 }
 
 TEST_CORPUS = (("relu_flat", 100), ("relu_flat", 500), ("relu_flat_standardised_eps0.01", 300), ("relu_noisy", 300),
@@ -208,14 +211,13 @@ def pot_reference(case: StressCase, tolerance: float) -> Reference:
     """Solve the case's single repeat (all pixels) with POT's log-domain Sinkhorn, to a tenth of ``tolerance``.
 
     The cost is the estimator's: each side z-scored if the case says so, both centred and divided by the median
-    cost; eps is the case's relative eps (the engine default otherwise). POT stops on the L2 error of one marginal,
+    cost; eps is the case's relative eps. POT stops on the L2 error of one marginal,
     so its threshold is set where an L1 error spread evenly would be a tenth of ``tolerance``.
     """
     import ot
 
     from otce_ray.scoring.cost_scale import normalise
     from otce_ray.scoring.entropy import conditional_entropy
-    from otce_ray.scoring.estimator import DEFAULT_EPSILON
     from otce_ray.scoring.inputs import pixel_set, standardised
 
     source = pixel_set(case.source_features, case.source_labels, None, "source")
@@ -226,7 +228,7 @@ def pot_reference(case: StressCase, tolerance: float) -> Reference:
     n, m = len(x), len(y)
     a = torch.full((n,), 1.0 / n, dtype=torch.float64)
     b = torch.full((m,), 1.0 / m, dtype=torch.float64)
-    plan, log = ot.bregman.sinkhorn_log(a, b, torch.cdist(x, y).square(), case.options.get("epsilon", DEFAULT_EPSILON),
+    plan, log = ot.bregman.sinkhorn_log(a, b, torch.cdist(x, y).square(), case.options["epsilon"],
                                         numItermax=1_000_000, stopThr=tolerance / 10 / np.sqrt(m), log=True)
     onehot_s = torch.nn.functional.one_hot(source.classes, len(source.class_values)).double()
     onehot_t = torch.nn.functional.one_hot(target.classes, len(target.class_values)).double()

@@ -56,7 +56,8 @@ def jc_otce(
     source = pixel_set(source_features, source_labels, ignore_index, "source")
     target = pixel_set(target_features, target_labels, ignore_index, "target")
     check_pair(source, target)
+    # As published: the joint cost on the features as given (z-scoring the augmented columns would undo gamma).
     return otce_score(
         _augmented(source, gamma), source.classes.numpy(), _augmented(target, gamma), target.classes.numpy(),
-        ignore_index=None, **otce_options,
+        ignore_index=None, **{"standardise": False, **otce_options},
     )
