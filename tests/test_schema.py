@@ -171,3 +171,9 @@ def test_every_path_into_a_store_or_output_refuses_unsafe_names(bad):
         with pytest.raises(ValueError, match=re.escape(f"name {bad!r}: expected")):
             build()
     assert result_uri("/out", "unet_alpha-1.2") == "/out/results/unet_alpha-1.2.json"
+
+
+def test_the_configs_otce_switch_defaults_to_the_engines():
+    from otce_ray.scoring.estimator import DEFAULT_STANDARDISE
+
+    assert schema.OTCE.default("standardise") is DEFAULT_STANDARDISE  # epsilon: null there, the engine's value
