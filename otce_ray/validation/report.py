@@ -198,7 +198,7 @@ def write_report(plan: Plan, work: Path, selection: Sequence[int], held_out: Seq
     record = json.loads((work / CHOICE).read_text())
     metrics = [s.label for s in held_out_settings] + list(BASELINES) + [FAMILY]
     parts = [f"# Validation report\n\nSelection seeds {list(selection)}, held-out seeds {list(held_out)}. "
-             f"Chosen on the selection seeds: **{chosen.label}**.\n\nRule: {record['rule']}"]
+             f"Chosen on the selection seeds: **{chosen.label}**.\n\n{record['rule']}"]
     picked = pd.DataFrame(record["candidates"])
     parts.append("## Candidates on the selection seeds (intra, mean Pearson)\n\n" + markdown(pd.DataFrame({
         "setting": picked.setting, "eligible": picked.eligible,
