@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     ot_bench = benches.add_parser("ot", help="our streamed OT solver vs POT on the same pixel sets")
     ot_bench.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     ot_bench.add_argument("--dim", type=int, default=64)
-    ot_bench.add_argument("--epsilon", type=float, default=None, help="relative eps of the pixels corpus (default 0.05: the figures in docs/performance.md)")
+    ot_bench.add_argument("--epsilon", type=float, default=None,
+                          help="relative eps of the pixels corpus (default 0.05: the figures in docs/performance.md)")
     ot_bench.add_argument("--tolerance", type=float, default=None,
                           help="L1 marginal tolerance of both solvers (default: the engine default)")
     ot_bench.add_argument("--seed", type=int, default=0)

@@ -62,9 +62,9 @@ def pixel_set(features: Any, labels: Any, ignore_index: int | None, side: str) -
 def standardised(pixels: PixelSet) -> PixelSet:
     """The same pixels with each feature dimension z-scored over this side alone (float64; a constant one becomes 0).
 
-    An option of the estimator, off by default (the paper couples raw features): a global appearance change of one
+    On by default in the estimator, off in the paper (which couples raw features): a global appearance change of one
     domain (dusk, fog, another sensor) moves and stretches that side's whole feature cloud, and the coupling then
-    matches offsets rather than structure. docs/validation.md measured it.
+    matches offsets rather than structure. docs/validation.md measured it on held-out benchmarks.
     """
     features = pixels.features.double()
     centred = features - features.mean(0)
