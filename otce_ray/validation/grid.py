@@ -1,8 +1,9 @@
 """The OTCE estimator grid, re-scored from the pixel stores of a validation run (no re-extraction).
 
 Faithful first: exact OT (``emd``, what the authors' code runs) and Sinkhorn at the paper's eps = 0.1 on the raw
-squared-Euclidean cost, then Sinkhorn at eps relative to the median cost (0.05, the engine's default before this grid; 0.01; 0.005),
-each on raw features and with each side standardised (``standardise``), at N = 2,000 and 10,000 pixels per side.
+squared-Euclidean cost, then Sinkhorn at eps relative to the median cost (0.05, the engine's default before this
+grid; 0.01; 0.005), each on raw features and with each side standardised (``standardise``), at N = 2,000 and
+10,000 pixels per side.
 
 Every (benchmark seed, target, model, setting) score is one row of ``{work}/seed{seed}/scores.csv``, appended as it
 is computed and never computed again, with the seconds per repeat it took. Workers are processes with one torch
