@@ -23,24 +23,27 @@ from typing import Any, Mapping
 import yaml
 
 from otce_ray import fs
+from otce_ray.cluster.settings import SCORING_RULES, ClusterSettings, ScoringSettings
 from otce_ray.datasets.spec import dataset_fingerprint
+from otce_ray.extraction.settings import ExtractionSettings
+from otce_ray.datasets.spec import DATASET
+from otce_ray.models.spec import MODEL, MODULE, entrypoint_problem
 from otce_ray.schema import (
-    BASELINES,
-    CLUSTER,
-    EXTRACTION,
-    MODELS,
-    OTCE,
-    RUN,
-    SCORING,
+    Fields,
     Index,
+    ListOf,
     Location,
     Path,
     Problem,
     Resolver,
-    entrypoint_problem,
+    Rule,
+    Setting,
+    fields_of,
     key_path,
+    settings_table,
 )
-from otce_ray.scoring.baselines import BASELINES as BASELINE_METRICS
+from otce_ray.scoring.baselines import BaselineSettings
+from otce_ray.scoring.settings import SOLVER_RULE, OTCESettings
 
 
 class ConfigError(ValueError):
@@ -53,77 +56,50 @@ class ConfigError(ValueError):
         super().__init__(f"invalid run config {where} ({count}):\n" + "\n".join(f"  {p}" for p in problems))
 
 
-# The settings dataclasses take their defaults from the schema; tests hold their fields to its keys.
-
-
-@dataclass(frozen=True)
-class OTCESettings:
-    """How each model is scored: K repeats of an OT solve between n_pixels source and n_pixels target pixels.
-    ``epsilon`` and ``cost_scale`` None: the engine's defaults."""
-
-    n_pixels: int = OTCE.default("n_pixels")
-    repeats: int = OTCE.default("repeats")
-    seed: int = OTCE.default("seed")
-    solver: str = OTCE.default("solver")
-    epsilon: float | None = OTCE.default("epsilon")
-    cost_scale: str | None = OTCE.default("cost_scale")
-    standardise: bool = OTCE.default("standardise")
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """How pixel stores are filled, by a pool of extraction workers (Ray actors that keep their model loaded).
-
-    ``num_gpus`` None means auto (see ``otce_ray.cluster.resolve_num_gpus``); ``max_workers`` None: as many workers as
-    the cluster can run (on CPUs, half its CPUs); ``num_shards`` None: about 32 images per shard.
-    """
-
-    pixels_per_image: int = EXTRACTION.default("pixels_per_image")
-    batch_size: int = EXTRACTION.default("batch_size")
-    num_gpus: float | None = EXTRACTION.default("num_gpus")
-    num_cpus: float = EXTRACTION.default("num_cpus")
-    num_shards: int | None = EXTRACTION.default("num_shards")
-    max_workers: int | None = EXTRACTION.default("max_workers")
-    decode_threads: int | None = EXTRACTION.default("decode_threads")
-
-
-@dataclass(frozen=True)
-class BaselineSettings:
-    """Published metrics computed beside OTCE on the same pixel stores, as extra leaderboard columns.
-    ``metrics`` None: every metric in ``otce_ray.scoring.baselines.BASELINES``; () none."""
-
-    metrics: tuple[str, ...] | None = BASELINES.default("metrics")
-    n_pixels: int = BASELINES.default("n_pixels")
-
-    def __post_init__(self) -> None:
-        if self.metrics is not None:
-            object.__setattr__(self, "metrics", tuple(self.metrics))
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(BASELINE_METRICS) if self.metrics is None else self.metrics
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    """Resources of the repeat tasks. ``num_gpus`` None means auto (see ``otce_ray.cluster.resolve_num_gpus``);
-    ``max_in_flight`` None: twice the tasks the cluster can run at once now (it may grow)."""
-
-    max_in_flight: int | None = SCORING.default("max_in_flight")
-    num_gpus: float | None = SCORING.default("num_gpus")
-    device: str = SCORING.default("device")
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """How long the driver waits: work that cannot start for lack of resources fails after ``resource_wait_seconds``
-    (an autoscaler adds nodes in minutes); a task running longer than ``stuck_task_seconds`` is reported."""
-
-    resource_wait_seconds: float = CLUSTER.default("resource_wait_seconds")
-    stuck_task_seconds: float = CLUSTER.default("stuck_task_seconds")
-
-
+# Each section is a settings record declared with its owner; the config checks a section against the declaration
+# its record carries (``fields_of``) and builds the record from what passed.
 SETTINGS = {"otce": OTCESettings, "extraction": ExtractionSettings, "scoring": ScoringSettings,
             "baselines": BaselineSettings, "cluster": ClusterSettings}
+
+
+def _leaderboard_repeats(repeats: int) -> str | None:
+    return "a leaderboard needs at least 2 repeats (its interval uses t with K-1 dof)" if repeats < 2 else None
+
+
+SECTIONS: dict[str, Fields] = {
+    "otce": fields_of(OTCESettings, (Rule(("repeats",), _leaderboard_repeats), SOLVER_RULE)),
+    "extraction": fields_of(ExtractionSettings),
+    "scoring": fields_of(ScoringSettings, SCORING_RULES),
+    "baselines": fields_of(BaselineSettings),
+    "cluster": fields_of(ClusterSettings),
+}
+
+# A run's model entries must say what they were trained on; a model spec alone need not.
+MODELS = ListOf(MODEL.requiring("source"), "entries", min_length=1, unique="name")
+
+
+def _one_model_list(models: Any, models_file: Any) -> str | None:
+    if (models is None) == (models_file is None):
+        return "give exactly one of models (an inline list) or models_file"
+    return None
+
+
+RUN = Fields({
+    "store": Setting(Location(), doc="Parquet pixel stores, reused across runs"),
+    "output": Setting(Location(), doc="leaderboard.{csv,parquet,md,html}, run.json, results/"),
+    "target": Setting(DATASET, doc="the dataset the models are ranked for (see Dataset specs below)"),
+    "models": Setting(MODELS, None, "the source models (see Model specs below); give this or `models_file`", "-"),
+    "models_file": Setting(Location(), None, "a YAML file holding the models list (relative to this file)", "-"),
+    "allowed_entrypoints": Setting(ListOf(MODULE, "module prefixes"), None, "when set, a `python` model's "
+                                   "entrypoint module must be one of these or inside one (`a.b` allows `a.b.c`); "
+                                   "null: any", "any"),
+    **{name: Setting(section, None) for name, section in SECTIONS.items()},
+}, rules=(Rule(("models", "models_file"), _one_model_list),))
+
+
+def config_table() -> str:
+    """The README's config reference, one row per key of a run config, rendered from the declarations."""
+    return settings_table(RUN)
 
 
 @dataclass(frozen=True)
@@ -131,7 +107,7 @@ class RunConfig:
     """A validated run. Specs are plain dicts that readers consume as-is; treat them as read-only.
 
     ``allowed_entrypoints`` None: any Python entrypoint; else the module prefixes they must be under
-    (``otce_ray.schema.entrypoint_problem``), checked here and again by the workers before they import one.
+    (``otce_ray.models.spec.entrypoint_problem``), checked here and again by the workers before they import one.
     """
 
     store: str

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import math
 import re
 import reprlib
@@ -194,11 +193,6 @@ class Options(Scalar):
         return f"one of {', '.join(self.choices)}"
 
 
-def registry(module: str, name: str) -> Callable[[], tuple[str, ...]]:
-    """The names of a registry (a dict or tuple in ``module``), imported only when first needed."""
-    return lambda: tuple(getattr(importlib.import_module(module), name))
-
-
 class Boolean(Scalar):
     def is_satisfied_by(self, value: Any) -> bool:
         return isinstance(value, bool)
@@ -351,22 +345,6 @@ class JSONObject(Constraint):
                               f"mapping), got {shown(value)}")
 
 
-class LabelMap(Constraint):
-    """Raw mask value -> class id. Class ids stop at 254 because 255 is the ignore id of every item's label."""
-
-    raw, class_id = Interval(Integral, 0), Interval(Integral, 0, 254)
-
-    def __str__(self) -> str:
-        return "a non-empty mapping of raw mask value -> class id"
-
-    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
-        if not isinstance(value, Mapping) or not value:
-            return value, [Problem((), f"expected {self}, got {shown(value)}")]
-        return value, [Problem((), f"entry {raw!r}: {class_id!r} must map a raw value >= 0 to a class id 0-254")
-                       for raw, class_id in value.items()
-                       if not (self.raw.allows(raw) and self.class_id.allows(class_id))]
-
-
 # --- settings and the mappings that hold them ---------------------------------------------------------------------
 
 
@@ -399,6 +377,29 @@ class Setting:
         if value is None and self.default is None:
             return None, []
         return self.accepts.check(value, resolve)
+
+
+def declared(accepts: Constraint, default: Any = REQUIRED, doc: str = "", shown_default: str | None = None) -> Any:
+    """A settings-record field that declares its setting: ``n: int = declared(Interval(Integral, 1), 10, "...")``.
+
+    The record (a frozen dataclass) is then the one declaration of its settings: ``fields_of`` derives the config
+    section from it and ``check_record`` holds its values to it.
+    """
+    return dataclasses.field(default=default, metadata={"setting": Setting(accepts, default, doc, shown_default)})
+
+
+def fields_of(record: type, rules: tuple["Rule", ...] = ()) -> "Fields":
+    """The ``Fields`` a settings record declares with ``declared`` (a config section, a README table's rows)."""
+    return Fields({field.name: field.metadata["setting"] for field in dataclasses.fields(record)
+                   if "setting" in field.metadata}, rules)
+
+
+def check_record(record: Any) -> None:
+    """Hold a settings record's values to its declarations: a ValueError naming the first field that breaks one."""
+    for name, setting in fields_of(type(record)).settings.items():
+        _, problems = setting.check(getattr(record, name))
+        if problems:
+            raise ValueError(f"{name}: {problems[0].render() if problems[0].path else problems[0].text}")
 
 
 @dataclass(frozen=True)
@@ -517,231 +518,7 @@ def require_name(value: Any, what: str) -> str:
     return value
 
 
-_MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
-ENTRYPOINT = Pattern(_MODULE + r":[A-Za-z_]\w*", "'package.module:function'")
-MODULE = Pattern(_MODULE, "a dotted module name such as 'mycompany.models'")
-
-
-def entrypoint_problem(entrypoint: str, allowed: Sequence[str] | None) -> str | None:
-    """Why a Python entrypoint is outside the allow-list of module prefixes (None: no restriction), or None.
-
-    A module is allowed when it is one of the prefixes or inside one (``a.b`` allows ``a.b`` and ``a.b.c``, not
-    ``a.bc``). The driver checks this when it reads the config; workers check it again before importing anything.
-    """
-    if allowed is None:
-        return None
-    module = entrypoint.split(":", 1)[0]
-    if any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
-        return None
-    return f"module {module!r} is not under allowed_entrypoints ({', '.join(allowed) or 'none allowed'})"
-
-
-# --- dataset specs ------------------------------------------------------------------------------------------------
-
-DATASET_FORMATS = ("cityscapes", "bdd100k", "gta5", "folder")
-ON_ERROR = ("raise", "skip")
-_SPLIT = Setting(Text(), doc="the split folder, e.g. train")
-
-
-def _ignore_index_not_mapped(ignore_index: int | None, label_map: Mapping) -> str | None:
-    if ignore_index is not None and ignore_index in label_map:
-        return f"raw value {ignore_index} is also a key of 'label_map'"
-    return None
-
-
-DATASET = ByFormat(
-    what="a dataset spec",
-    common={
-        "name": Setting(NAME, doc="one name means one dataset: pixel stores are keyed by it"),
-        "format": Setting(Options(DATASET_FORMATS), doc="the file layout"),
-        "root": Setting(Location("directory"), doc="the dataset's folder, local or s3://"),
-        "max_images": Setting(Interval(Integral, 1), None, "a seeded subset of this many images (it keeps its "
-                                                             "images when max_images grows); null: every image"),
-        "seed": Setting(Interval(Integral, 0), 0, "picks the max_images subset"),
-        "on_error": Setting(Options(ON_ERROR), "raise", "skip: unreadable files are skipped, counted and reported"),
-    },
-    formats={
-        "cityscapes": Fields({
-            "split": _SPLIT,
-            "cities": Setting(ListOf(Text(), "city names", min_length=1), None, "cities to read; null: every city"),
-        }),
-        "bdd100k": Fields({"split": _SPLIT}),
-        "gta5": Fields({}),
-        "folder": Fields({
-            "label_map": Setting(LabelMap(), doc="raw mask value -> class id 0-254"),
-            "ignore_index": Setting(Interval(Integral, 0), None, "a raw mask value that labels no class (ignored)"),
-        }, rules=(Rule(("ignore_index", "label_map"), _ignore_index_not_mapped),)),
-    },
-)
-
-
-
-def _shard_in_range(shard_index: int, num_shards: int) -> str | None:
-    return f"{shard_index} is out of range for num_shards {num_shards}" if shard_index >= num_shards else None
-
-
-# Set by the run on each shard's spec, never by a user: the dataset reader accepts them, a config does not.
-SHARD = Fields({
-    "shard_index": Setting(Interval(Integral, 0), doc="which shard of the dataset's images"),
-    "num_shards": Setting(Interval(Integral, 1), doc="how many shards the images are dealt into"),
-}, rules=(Rule(("shard_index", "num_shards"), _shard_in_range),))
-
-# --- model specs --------------------------------------------------------------------------------------------------
-
-MODEL_FORMATS = ("torchscript", "python", "builtin", "huggingface", "torchvision", "smp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_WEIGHTS = {
-    "checkpoint": Setting(Location("file"), None, "weights loaded into the network (a weights-only pickle, or "
-                                                   ".safetensors)"),
-    "allow_unsafe_pickle": Setting(Boolean(), False, "load a checkpoint that needs full unpickling (runs its code)"),
-    "kwargs": Setting(JSONObject(), {}, "keyword arguments of the entrypoint or architecture"),
-}
-_NUM_CLASSES = Setting(Interval(Integral, 1), 19, "classes of the logits (19: Cityscapes train ids)")
-_INIT_SEED = Setting(Interval(Integral, 0), 0, "seeds the random initialisation (without checkpoint)")
-_DEFAULT_LAYER = Setting(Text(), None, "the module whose output is the feature map; null: the family's default, the "
-                                       "decoder's last map before the classifier")
-
-
-def _family(name: str) -> str:
-    return f"otce_ray.models.families.{name}"
-
-MODEL = ByFormat(
-    what="a model spec",
-    common={
-        "name": Setting(NAME, doc="unique among the run's models"),
-        "format": Setting(Options(MODEL_FORMATS), doc="how the network is built"),
-        "source": Setting(DATASET, None, "the dataset the model was trained on (a dataset spec)"),
-        "architecture": Setting(Text(), None, "shown on the leaderboard"),
-        "mean": Setting(ListOf(Interval(Real), "values (R, G, B)", length=3), IMAGENET_MEAN,
-                        "subtracted from RGB in [0, 1]"),
-        "std": Setting(ListOf(Interval(Real, 0, closed="neither"), "values (R, G, B)", length=3), IMAGENET_STD,
-                       "divides RGB in [0, 1] after the mean"),
-        "size": Setting(ListOf(Interval(Integral, 1), "values ([height, width])", length=2), None,
-                        "inputs are resized to it before the forward; null: as they are"),
-        "autocast": Setting(Boolean(), True, "the forward runs under bf16 autocast on CUDA"),
-    },
-    formats={
-        "torchscript": Fields({"path": Setting(Location("file"), doc="a scripted or traced module")}),
-        "python": Fields({
-            "entrypoint": Setting(ENTRYPOINT, doc="a function returning the nn.Module, called with kwargs"),
-            "feature_layer": Setting(Text(), None, "the module whose output is the feature map (a forward hook)"),
-            **_WEIGHTS,
-        }),
-        "builtin": Fields({
-            "architecture": Setting(Options(registry("otce_ray.models.architectures", "ARCHITECTURES")),
-                                    doc="a built-in network"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            **_WEIGHTS,
-        }),
-        "huggingface": Fields({
-            "path": Setting(PretrainedLocation(), doc="a save_pretrained folder (config.json, safetensors), or a "
-                                                      "Hub model hf://org/name[@revision] where the Hub is reachable"),
-            "feature_layer": _DEFAULT_LAYER,
-        }),
-        "torchvision": Fields({
-            "architecture": Setting(Options(registry(_family("torchvision_seg"), "ARCHITECTURES")),
-                                    doc="a torchvision.models.segmentation builder"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            "feature_layer": _DEFAULT_LAYER,
-            **_WEIGHTS,
-        }),
-        "smp": Fields({
-            "architecture": Setting(Options(registry(_family("smp_seg"), "ARCHITECTURES")),
-                                    doc="a segmentation_models_pytorch architecture"),
-            "encoder": Setting(Text(), doc="its encoder, e.g. resnet34 or tu-convnext_tiny"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            "feature_layer": _DEFAULT_LAYER,
-            **_WEIGHTS,
-        }),
-    },
-)
-
-# --- the run config -----------------------------------------------------------------------------------------------
-
-_AUTO = "auto"
-OTCE = Fields({
-    "n_pixels": Setting(Interval(Integral, 2), 10000, "pixels drawn per side for each repeat (the paper's N)"),
-    "repeats": Setting(Interval(Integral, 2), 10, "K independent repeats (the 95% interval uses t with K-1 dof)"),
-    "seed": Setting(Interval(Integral, 0), 0, "seeds pixel sampling at extraction and per repeat"),
-    "solver": Setting(Options(registry("otce_ray.scoring.inputs", "SOLVERS")), "sinkhorn",
-                      "`sinkhorn`: entropic OT; `emd`: exact OT"),
-    "epsilon": Setting(Interval(Real, 0, closed="neither"), None,
-                       "Sinkhorn regularisation, relative to the cost scale; null: the engine's default"),
-    "cost_scale": Setting(Options(registry("otce_ray.scoring.cost_scale", "COST_SCALES")), None,
-                          "what epsilon is relative to; null: the engine's default (`median`)"),
-    "standardise": Setting(Boolean(), True, "z-score each side's features on its own before the cost (see the "
-                                             "engine section)"),
-})
-EXTRACTION = Fields({
-    "pixels_per_image": Setting(Interval(Integral, 1), 1000, "pixels kept per image in the pixel store"),
-    "batch_size": Setting(Interval(Integral, 1), 8, "images per forward pass"),
-    "num_gpus": Setting(Interval(Real, 0), None, "GPUs per extraction worker (fractions allowed). Auto: 1 if the "
-                        "Ray cluster has a GPU when the run starts, else 0 (a laptop runs on CPU). Set it explicitly "
-                        "on autoscaling clusters, which show no GPU before the first worker starts", _AUTO),
-    "num_cpus": Setting(Interval(Real, 0, closed="neither"), 1.0, "CPUs per extraction worker (on GPU nodes, 2 or "
-                        "more keep decoding ahead of a fast GPU)"),
-    "num_shards": Setting(Interval(Integral, 1), None, "image shards per dataset (auto: about 32 images each)", _AUTO),
-    "max_workers": Setting(Interval(Integral, 1), None, "extraction workers at most; auto: as many as the cluster "
-                           "can run now, growing with it", _AUTO),
-    "decode_threads": Setting(Interval(Integral, 1), None, "images decoded side by side, per worker, ahead of the "
-                              "forward pass; auto: 4 on a GPU worker, 1 on a CPU one (whose forward needs the CPU)",
-                              _AUTO),
-})
-
-
-def _cuda_needs_gpus(device: str, num_gpus: float | None) -> str | None:
-    return "'cuda' needs scoring.num_gpus > 0 (or leave num_gpus unset)" if device == "cuda" and num_gpus == 0 else None
-
-
-SCORING = Fields({
-    "max_in_flight": Setting(Interval(Integral, 1), None, "repeat tasks in flight; auto: twice what the cluster "
-                             "runs at once now", _AUTO),
-    "num_gpus": Setting(Interval(Real, 0), None, "GPUs per repeat task; auto: 1 if the cluster has a GPU when the "
-                        "run starts", _AUTO),
-    "device": Setting(Options(("auto", "cpu", "cuda")), "auto", "where the repeats solve"),
-}, rules=(Rule(("device", "num_gpus"), _cuda_needs_gpus),))
-BASELINES = Fields({
-    "metrics": Setting(ListOf(Options(registry("otce_ray.scoring.baselines", "BASELINES")), "metric names"), None,
-                       "baseline metrics computed beside OTCE (`[]`: none)", "all"),
-    "n_pixels": Setting(Interval(Integral, 2), 5000, "pixels sampled per side, one sample shared by all metrics"),
-})
-CLUSTER = Fields({
-    "resource_wait_seconds": Setting(Interval(Real, 0, closed="neither"), 3600.0, "extraction that cannot start "
-                                     "for lack of resources (no node can host a worker) fails its models after this "
-                                     "long"),
-    "stuck_task_seconds": Setting(Interval(Real, 0, closed="neither"), 900.0, "a Ray call running longer is "
-                                  "reported (a warning, and in `run.json`), again each time its age doubles"),
-})
-SECTIONS = {"otce": OTCE, "extraction": EXTRACTION, "scoring": SCORING, "baselines": BASELINES, "cluster": CLUSTER}
-
-# A run's model entries must say what they were trained on; a model spec alone need not.
-MODEL_ENTRY = MODEL.requiring("source")
-MODELS = ListOf(MODEL_ENTRY, "entries", min_length=1, unique="name")
-
-
-def _one_model_list(models: Any, models_file: Any) -> str | None:
-    if (models is None) == (models_file is None):
-        return "give exactly one of models (an inline list) or models_file"
-    return None
-
-
-RUN = Fields({
-    "store": Setting(Location(), doc="Parquet pixel stores, reused across runs"),
-    "output": Setting(Location(), doc="leaderboard.{csv,parquet,md,html}, run.json, results/"),
-    "target": Setting(DATASET, doc="the dataset the models are ranked for (see Dataset specs below)"),
-    "models": Setting(MODELS, None, "the source models (see Model specs below); give this or `models_file`", "-"),
-    "models_file": Setting(Location(), None, "a YAML file holding the models list (relative to this file)", "-"),
-    "allowed_entrypoints": Setting(ListOf(MODULE, "module prefixes"), None, "when set, a `python` model's "
-                                   "entrypoint module must be one of these or inside one (`a.b` allows `a.b.c`); "
-                                   "null: any", "any"),
-    **{name: Setting(section, None) for name, section in SECTIONS.items()},
-}, rules=(Rule(("models", "models_file"), _one_model_list),))
-
-# --- the README's config table ------------------------------------------------------------------------------------
+# --- a reference table of settings ------------------------------------------------------------------------------------
 
 
 def _shown_default(setting: Setting) -> str:
@@ -765,14 +542,15 @@ def _rows(fields: Fields, prefix: str = "") -> Iterable[tuple[str, Setting]]:
             yield f"{prefix}{key}", setting
 
 
-def config_table() -> str:
-    """The README's config reference, one row per key of a run config, rendered from the declarations above."""
+def settings_table(fields: Fields) -> str:
+    """A Markdown reference of ``fields``, one row per key (nested mappings as ``section.key``), from their
+    declarations: what each accepts, its default, its doc."""
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     lines = ["| key | accepts | default | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{key}` | {cell(str(setting.accepts))} | {cell(_shown_default(setting))} | {cell(setting.doc)} |"
-              for key, setting in _rows(RUN)]
+              for key, setting in _rows(fields)]
     return "\n".join(lines)
 

@@ -14,6 +14,9 @@ TARGET_CLASSES = (0, 1, 2, 11, 13)
 SOURCE_CLASSES = (0, 1, 2, 11, 13, 18)
 
 
+ESTIMATOR = "sinkhorn eps 0.05 x median, z-scored, N 1000, K 3"
+
+
 def breakdown(rng: np.random.Generator, otce: float) -> tuple[dict, dict]:
     """A per-class split of -otce and a row-stochastic label map, shaped as the pipeline records them."""
     shares = rng.dirichlet(np.ones(len(TARGET_CLASSES)))
@@ -41,6 +44,6 @@ def zoo_results(count: int, failed_every: int = 50, seed: int = 0) -> list[Model
         scores = tuple(mean + rng.normal(0, 0.02, size=3))
         per_class, label_map = breakdown(rng, float(np.mean(scores)))
         results.append(ModelResult(model=name, source=source, architecture=architecture, scores=scores,
-                                   n_pixels=1000, solver="sinkhorn", epsilon=0.05, per_class=per_class,
+                                   n_source=1000, n_target=1000, estimator=ESTIMATOR, per_class=per_class,
                                    label_map=label_map))
     return results

@@ -12,17 +12,17 @@ import pytest
 
 from otce_ray import fs
 from otce_ray.leaderboard import (
-    COLUMNS,
     ModelResult,
     build_leaderboard,
     indistinguishable_groups,
     load_results,
     record_result,
-    summarize_repeats,
     write_leaderboard,
     write_run_json,
 )
-from otce_ray.leaderboard.results import result_uri
+from otce_ray.leaderboard.columns import FIXED
+from otce_ray.scoring.summary import summarize_repeats
+from otce_ray.leaderboard.results import RESULT_VERSION, result_uri
 
 
 def test_interval_matches_a_hand_computation():
@@ -55,17 +55,19 @@ def test_ranking_best_first_with_failed_models_last():
         ModelResult(model="zz_broken", source="beta", status="failed", error="checkpoint does not match"),
         _ok("low", [-2.0, -2.1, -1.9]),
         _ok("tie_b", [-1.0, -1.0, -1.0]),
-        _ok("tie_a", [-1.0, -1.0, -1.0], architecture="unet", n_pixels=500, solver="emd", extract_seconds=3.5),
+        _ok("tie_a", [-1.0, -1.0, -1.0], architecture="unet", n_source=500, estimator="emd, N 500, K 3",
+            extract_seconds=3.5),
         ModelResult(model="aa_broken", source="beta", status="failed", error="no such file"),
     ])
-    assert tuple(board.columns) == COLUMNS
+    assert tuple(board.columns) == FIXED
     assert list(board["model"]) == ["tie_a", "tie_b", "low", "aa_broken", "zz_broken"]
     assert list(board["rank"].astype("object")) == [1, 2, 3, pd.NA, pd.NA]
     assert list(board["status"]) == ["ok", "ok", "ok", "failed", "failed"]
     assert list(board["error"][3:]) == ["no such file", "checkpoint does not match"]
     assert board["otce"].iloc[2] == pytest.approx(-2.0)
     assert board["repeats"].iloc[0] == 3
-    assert board.loc[0, ["architecture", "n_pixels", "solver", "extract_seconds"]].tolist() == ["unet", 500, "emd", 3.5]
+    assert board.loc[0, ["architecture", "n_source", "estimator", "extract_seconds"]].tolist() == [
+        "unet", 500, "emd, N 500, K 3", 3.5]
     assert board["otce"].iloc[3:].isna().all()
 
 
@@ -100,9 +102,10 @@ def test_results_need_their_evidence():
 
 def _sample_results() -> list[ModelResult]:
     return [
-        _ok("unet_alpha", [-0.91, -0.95, -0.93], architecture="unet", n_pixels=1000, solver="sinkhorn", epsilon=0.1,
-            max_marginal_error=1e-4, extract_seconds=2.0, score_seconds=1.5, fingerprint="abc123"),
-        _ok("fcn_beta", [-1.40, -1.30, -1.35], source="beta", architecture="fcn8s", n_pixels=1000),
+        _ok("unet_alpha", [-0.91, -0.95, -0.93], architecture="unet", n_source=1000, n_target=1000,
+            estimator="sinkhorn eps 0.1 x median, N 1000, K 3", max_marginal_error=1e-4, extract_seconds=2.0,
+            score_seconds=1.5, fingerprint="abc123"),
+        _ok("fcn_beta", [-1.40, -1.30, -1.35], source="beta", architecture="fcn8s", n_source=1000),
         _ok("psp_gamma", [-0.92, -0.99, -0.96], source="gamma",
             warnings=["baseline logme: cannot be computed, NaN (ValueError: <degenerate> | y)",
                       "repeat 2: sinkhorn did not converge (marginal error 2.0e-03 > 1e-03)"]),
@@ -134,22 +137,31 @@ def test_malformed_records_name_their_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         load_results(output)
-    bad.write_text(json.dumps({"model": "zz", "source": "alpha", "scores": [-1, -1], "colour": "red"}))
+    bad.write_text(json.dumps({"model": "zz", "source": "alpha", "scores": [-1, -1], "colour": "red",
+                               "version": RESULT_VERSION}))
     with pytest.raises(ValueError, match=re.escape(str(bad)) + r": unknown fields \['colour'\]"):
         load_results(output)
     with pytest.raises(ValueError, match="warnings must be a list of strings"):
         _ok("m", [-1.0, -1.0], warnings="one string")
 
 
-def test_records_written_before_warnings_existed_still_load(tmp_path):
+def test_records_of_another_version_are_never_half_read(tmp_path):
+    """A record written before versions (or by another layout) is refused whole, naming its file and version, so
+    its model is rescored; a current record with a null warnings list (edited by hand) reads as none."""
     old = {"model": "unet_alpha", "source": "alpha", "status": "ok", "scores": [-0.9, -0.8], "n_pixels": 100,
            "fingerprint": "abc", "metrics": {"leep": -1.5}}
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "unet_alpha.json").write_text(json.dumps(old))
-    [loaded] = load_results(str(tmp_path))
-    assert loaded.warnings == () and loaded.fingerprint == "abc"
-    assert build_leaderboard([loaded])["warnings"].isna().all()
-    (tmp_path / "results" / "unet_alpha.json").write_text(json.dumps(old | {"warnings": None}))  # edited by hand
+    path = tmp_path / "results" / "unet_alpha.json"
+    path.write_text(json.dumps(old))
+    damaged: list[str] = []
+    assert load_results(str(tmp_path), damaged) == []
+    assert damaged == [f"{path}: not a valid result record: {path}: written as record version none (before "
+                       f"versions), this otce-ray reads version {RESULT_VERSION}"]
+    path.write_text(json.dumps(old | {"version": RESULT_VERSION + 1}))
+    with pytest.raises(ValueError, match=f"written as record version {RESULT_VERSION + 1}"):
+        load_results(str(tmp_path))
+    current = json.loads(_ok("unet_alpha", [-0.9, -0.8]).to_json())
+    path.write_text(json.dumps(current | {"warnings": None}))
     assert load_results(str(tmp_path))[0].warnings == ()
 
 
@@ -158,7 +170,7 @@ def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(parquet, board)
 
     csv = pd.read_csv(io.BytesIO(fs.read_bytes(fs.join(output, "leaderboard.csv"))))
-    assert list(csv.columns) == list(COLUMNS)
+    assert list(csv.columns) == list(board.columns)
     assert list(csv["model"]) == list(board["model"])
     assert csv["otce_ci_low"].tolist()[:3] == pytest.approx(board["otce_ci_low"].tolist()[:3])
 

@@ -14,7 +14,6 @@ from otce_ray.config import parse_config
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
-from otce_ray.pipeline.repeat import sample_seeds
 from otce_ray.scoring.baselines import BASELINES
 from otce_ray.scoring.estimator import otce_score
 from otce_ray.store import manifest_uri, read_pixels
@@ -76,7 +75,7 @@ def test_leaderboard_ranks_models_and_records_a_failing_one(ray_local, benchmark
     assert ok["otce"].is_monotonic_decreasing
     assert (ok["otce"] <= 0).all()  # -H(Yt|Ys) is never positive
     assert ((ok["otce_ci_low"] <= ok["otce"]) & (ok["otce"] <= ok["otce_ci_high"])).all()
-    assert (ok["repeats"] == 3).all() and (ok["n_pixels"] == 200).all()
+    assert (ok["repeats"] == 3).all() and (ok["n_source"] == 200).all() and (ok["n_target"] == 200).all()
     assert (ok["max_marginal_error"] <= 1e-3).all()
     assert dict(zip(ok["model"], ok["source"])) == {"unet_alpha": "alpha", "psp_beta": "beta"}
     assert ok[list(BASELINES)].notna().all().all()  # every baseline metric as a column, computed for ok models
@@ -123,7 +122,7 @@ def test_changed_settings_invalidate_recorded_results(ray_local, benchmark, tmp_
     models = [_model(benchmark, "unet_alpha", "unet", 0)]
     run(_config(tmp_path, benchmark, models, n_pixels=200), progress=False)
     board = run(_config(tmp_path, benchmark, models, n_pixels=150), progress=False)
-    assert list(board["n_pixels"]) == [150]
+    assert list(board["n_source"]) == [150] and board["estimator"][0].endswith("N 150, K 3")
 
 
 def test_a_checkpoint_retrained_at_the_same_path_is_scored_again(ray_local, benchmark, tmp_path):
@@ -179,17 +178,12 @@ def _count_loads(monkeypatch) -> dict[str, list[str]]:
     return loads
 
 
-def _per_repeat_reads(config, model: str, source: str) -> list[float]:
-    """The model's repeat scores as they were computed before: each repeat reading its own sample of each store."""
-    scores = []
-    for repeat in range(config.otce.repeats):
-        source_seed, target_seed = sample_seeds(config.otce.seed, repeat)
-        n = config.otce.n_pixels
-        xs = read_pixels(config.store, source, model, sample=n, seed=source_seed, with_logits=False)
-        xt = read_pixels(config.store, config.target["name"], model, sample=n, seed=target_seed, with_logits=False)
-        scores.append(otce_score(xs.features, xs.labels, xt.features, xt.labels, n_pixels=n, repeats=1,
-                                 seed=config.otce.seed, device="cpu").score)
-    return scores
+def _library_scores(config, model: str, source: str) -> list[float]:
+    """The model's repeat scores as the library call gives them on every row of its two stores."""
+    xs = read_pixels(config.store, source, model, with_logits=False)
+    xt = read_pixels(config.store, config.target["name"], model, with_logits=False)
+    return [record.score for record in otce_score(xs.features, xs.labels, xt.features, xt.labels, config.otce,
+                                                  device="cpu").repeats]
 
 
 def test_each_store_is_read_once_per_model_and_scores_as_before(ray_local, benchmark, tmp_path, monkeypatch):
@@ -203,7 +197,7 @@ def test_each_store_is_read_once_per_model_and_scores_as_before(ray_local, bench
     # one loader task per store, for all three repeats and the baselines; a model trained on the target has one
     assert loads == {"unet_alpha": [cities[0], cities[2]], "unet_gamma": [cities[2]]}
     for result in load_results(config.output):
-        assert list(result.scores) == pytest.approx(_per_repeat_reads(config, result.model, result.source), rel=1e-5)
+        assert list(result.scores) == pytest.approx(_library_scores(config, result.model, result.source), rel=1e-5)
         assert result.warnings == ()  # converged, every metric computed
 
 

@@ -9,12 +9,12 @@ import warnings
 
 import pytest
 
-from otce_ray.config import BaselineSettings, OTCESettings
-from otce_ray.pipeline.repeat import (
-    BASELINE_STREAM, WARNING_CHARS, repeat_warnings, sample_seeds, score_baselines, score_repeat, store_reads,
-)
-from otce_ray.scoring.baselines import BASELINES, baseline_scores
-from otce_ray.scoring.estimator import RepeatRecord, otce_score
+from otce_ray.leaderboard.results import WARNING_CHARS
+from otce_ray.pipeline.tasks import score_baselines, store_reads
+from otce_ray.scoring.baselines import BASELINES, Baseline, BaselineSettings, baseline_scores
+from otce_ray.scoring.estimator import otce_score
+from otce_ray.scoring.repeat import BASELINE_STREAM, sample_seeds, score_repeat
+from otce_ray.scoring.settings import OTCESettings
 from otce_ray.store import read_pixels, read_samples
 from store_cases import write_store
 
@@ -48,17 +48,17 @@ def stores(tmp_path):
     return store, loaded
 
 
-def test_repeats_score_what_reading_each_sample_from_the_store_scored(stores):
+def test_repeats_score_what_the_library_call_scores_on_the_whole_stores(stores):
+    """The repeat unit on the rows one loader read gives, bit for bit, the repeats of ``otce_score`` on every row of
+    both stores in store order (the time each took aside)."""
     store, loaded = stores
+    source = read_pixels(store, "src", "m", with_logits=False)
+    target = read_pixels(store, "tgt", "m", with_logits=False)
+    expected = otce_score(source.features, source.labels, target.features, target.labels, OTCE, device="cpu")
     for repeat in range(OTCE.repeats):
         got = score_repeat(loaded["src"], loaded["tgt"], OTCE, repeat, "cpu")
-        source_seed, target_seed = sample_seeds(OTCE.seed, repeat)
-        source = read_pixels(store, "src", "m", sample=200, seed=source_seed, with_logits=False)
-        target = read_pixels(store, "tgt", "m", sample=200, seed=target_seed, with_logits=False)
-        expected = otce_score(source.features, source.labels, target.features, target.labels, n_pixels=200,
-                              repeats=1, seed=OTCE.seed, device="cpu")
-        assert got["repeat"] == repeat and got["score"] == expected.score
-        assert bool(got["warnings"]) == (not got["converged"])
+        assert dataclasses.replace(got, seconds=0.0) == dataclasses.replace(expected.repeats[repeat], seconds=0.0)
+        assert (got.n_source, got.n_target) == (200, 200) and got.converged
 
 
 def test_baselines_score_what_reading_their_sample_from_the_store_scored(stores):
@@ -67,8 +67,8 @@ def test_baselines_score_what_reading_their_sample_from_the_store_scored(stores)
     source_seed, target_seed = sample_seeds(OTCE.seed, BASELINE_STREAM)
     expected = baseline_scores(read_pixels(store, "src", "m", sample=300, seed=source_seed),
                                read_pixels(store, "tgt", "m", sample=300, seed=target_seed),
-                               metrics=BASELINE_SETTINGS.names(), n_pixels=300, seed=OTCE.seed,
-                               otce_options={"epsilon": None, "cost_scale_kind": "median", "device": "cpu"})
+                               metrics=BASELINE_SETTINGS.names(), n_pixels=300, seed=OTCE.seed, settings=OTCE,
+                               device="cpu")
     assert got["metrics"] == pytest.approx(expected, rel=1e-12, nan_ok=True)
     assert all(math.isfinite(value) for value in got["metrics"].values()), got["warnings"]
 
@@ -86,8 +86,8 @@ def test_a_baseline_that_raises_or_warns_is_a_recorded_reason(stores, monkeypatc
         warnings.warn("old API", DeprecationWarning)  # library upkeep: not recorded
         return 1.5
 
-    monkeypatch.setitem(BASELINES, "logme", broken)
-    monkeypatch.setitem(BASELINES, "gbc", wobbly)
+    monkeypatch.setitem(BASELINES, "logme", Baseline("logme", broken))
+    monkeypatch.setitem(BASELINES, "gbc", Baseline("gbc", wobbly))
     settings = BaselineSettings(metrics=("logme", "gbc", "hscore"), n_pixels=300)
     got = score_baselines(loaded["src"], loaded["tgt"], settings, OTCE, "cpu")
     assert math.isnan(got["metrics"]["logme"]) and got["metrics"]["gbc"] == 1.5
@@ -101,10 +101,8 @@ def test_a_baseline_that_raises_or_warns_is_a_recorded_reason(stores, monkeypatc
 
 def test_an_unconverged_repeat_is_named_with_the_tolerance_it_was_held_to(stores):
     _, loaded = stores
-    record = score_repeat(loaded["src"], loaded["tgt"], OTCE, 0, "cpu")
-    fields = {field.name for field in dataclasses.fields(RepeatRecord)}
-    converged = RepeatRecord(**{name: value for name, value in record.items() if name in fields})
-    assert record["converged"] and repeat_warnings(converged, "sinkhorn") == []
+    converged = score_repeat(loaded["src"], loaded["tgt"], OTCE, 0, "cpu")
+    assert converged.converged and converged.warning("sinkhorn") is None
     unconverged = dataclasses.replace(converged, repeat=3, converged=False, marginal_error=2.04e-3, tolerance=2e-4)
-    assert repeat_warnings(unconverged, "sinkhorn") == [
-        "repeat 3: sinkhorn missed its tolerance (marginal error 2.0e-03 > 2e-04): dropped from the score"]
+    assert unconverged.warning("sinkhorn") == (
+        "repeat 3: sinkhorn missed its tolerance (marginal error 2.0e-03 > 2e-04): dropped from the score")

@@ -13,9 +13,9 @@ from otce_ray.datasets.labels import class_names
 from otce_ray.extraction import ExtractionSummary
 from otce_ray.leaderboard import ModelResult, breakdown, build_leaderboard, per_class_table
 from otce_ray.pipeline.plan import Resources
-from otce_ray.pipeline.repeat import repeat_warnings
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
-from otce_ray.scoring.estimator import RepeatRecord, otce_score
+from otce_ray.scoring.estimator import otce_score
+from otce_ray.scoring.repeat import RepeatRecord
 
 RECORD = RepeatRecord(repeat=0, score=-0.5, conditional_entropy=0.5, transport_cost=1.0, iterations=40,
                       marginal_error=2e-4, converged=True, epsilon=0.1, cost_scale=2.0, n_source=100, n_target=100,
@@ -27,11 +27,11 @@ def _finish(tmp_path, records: list[RepeatRecord]):
     source = {"name": "alpha", "format": "folder", "root": str(tmp_path), "label_map": {0: 0}}
     config = parse_config({"store": str(tmp_path / "s"), "output": str(tmp_path / "o"), "target": {**source, "name": "t"},
                            "models": [{"name": "m", "format": "builtin", "architecture": "unet", "source": source}],
-                           "otce": {"repeats": len(records)}, "baselines": {"metrics": []}}, base_dir=str(tmp_path))
+                           "otce": {"repeats": len(records), "n_pixels": 100}, "baselines": {"metrics": []}},
+                          base_dir=str(tmp_path))
     jobs = ScoringJobs(config, Resources(0.0, 1.0, 0.0, "cpu"), cluster=None, on_result=lambda *_: None)
     model = ScoredModel(config.models[0], "fp", stores={"alpha": ExtractionSummary("m", "alpha", "ok")})
-    model.records = {r.repeat: dataclasses.asdict(r) | {"epsilon_relative": 0.05,
-                                                        "warnings": repeat_warnings(r, "sinkhorn")} for r in records}
+    model.records = {r.repeat: r for r in records}
     jobs.finish(model)
     [(_, result)] = jobs._records
     return result
@@ -65,14 +65,14 @@ def test_per_class_contributions_add_up_to_minus_otce_and_the_label_map_is_condi
     features_t = rng.normal(size=(500, 8)) + np.array([0, 1, 3])[labels_t][:, None]
     labels_t[labels_t == 2] = 7  # target class ids need not be contiguous
     result = otce_score(features_s, labels_s, features_t, labels_t, n_pixels=300, repeats=4, device="cpu")
-    records = [dataclasses.asdict(r) for r in result.repeats]
+    records = result.repeats
     per_class, label_map = breakdown(records)
     assert set(per_class) == {"0", "1", "7"} and label_map["target_classes"] == [0, 1, 7]
     assert sum(entry["contribution"] for entry in per_class.values()) == pytest.approx(-result.score, abs=1e-9)
     assert sum(entry["share"] for entry in per_class.values()) == pytest.approx(1.0)
     rows = np.array(label_map["p_target_given_source"])
     assert rows.shape == (4, 3) and np.allclose(rows.sum(axis=1), 1.0)
-    ok = ModelResult(model="m", source="s", scores=tuple(r["score"] for r in records), per_class=per_class,
+    ok = ModelResult(model="m", source="s", scores=tuple(r.score for r in records), per_class=per_class,
                      label_map=label_map)
     table = per_class_table([ok], class_names("cityscapes"))
     assert list(table.columns) == ["model", "class_id", "class_name", "target_share", "contribution"]

@@ -21,7 +21,7 @@ from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import ModelResult, record_result
 from otce_ray.models import build_module
 from otce_ray.pipeline import plan as plan_module
-from otce_ray.pipeline import repeat as repeat_module
+from otce_ray.scoring import settings as settings_module
 from otce_ray.pipeline import run
 from otce_ray.pipeline.plan import make_plan
 from test_plan import LAPTOP
@@ -122,14 +122,14 @@ def test_a_checkpoint_is_known_by_its_content_not_its_stamp(zoo):
 def test_engine_defaults_and_version_are_part_of_the_key(zoo, monkeypatch):
     raw, _, _, tmp_path = zoo
     _record_all(raw, tmp_path)
-    explicit = {**raw, "otce": {**raw["otce"], "epsilon": repeat_module.DEFAULT_EPSILON}}
+    explicit = {**raw, "otce": {**raw["otce"], "epsilon": settings_module.DEFAULT_EPSILON}}
     assert set(_actions(explicit, tmp_path).values()) == {"reuse"}  # null and the default it resolves to agree
-    default = repeat_module.DEFAULT_EPSILON
-    monkeypatch.setattr(repeat_module, "DEFAULT_EPSILON", default / 2)
+    default = settings_module.DEFAULT_EPSILON
+    monkeypatch.setattr(settings_module, "DEFAULT_EPSILON", default / 2)
     assert set(_actions(raw, tmp_path).values()) == {"run"}  # a new default rescores what used it...
     assert set(_actions(explicit, tmp_path).values()) == {"reuse"}  # ...and only that
-    monkeypatch.setattr(repeat_module, "DEFAULT_EPSILON", default)
-    monkeypatch.setattr(repeat_module, "ENGINE_VERSION", repeat_module.ENGINE_VERSION + 1)
+    monkeypatch.setattr(settings_module, "DEFAULT_EPSILON", default)
+    monkeypatch.setattr(settings_module, "ENGINE_VERSION", settings_module.ENGINE_VERSION + 1)
     assert set(_actions(raw, tmp_path).values()) == {"run"}  # a solver fix rescores everything
     monkeypatch.setattr(plan_module, "EXTRACTION_VERSION", plan_module.EXTRACTION_VERSION + 1)
     assert set(_actions(raw, tmp_path).values()) == {"run"}

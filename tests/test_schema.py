@@ -1,6 +1,6 @@
-"""The one schema: what every key accepts, its default and its doc, declared once in otce_ray.schema. Its derived
-forms (the settings dataclasses, ModelSpec's defaults, the README's config table) are held equal to it here, and its
-constraints are checked one by one."""
+"""The settings: what every key accepts, its default and its doc, declared once next to its owner with the kit of
+otce_ray.schema. Their derived forms (the config sections, ModelSpec's defaults, the README's config table) are held
+equal to the declarations here, and the kit's constraints are checked one by one."""
 
 from __future__ import annotations
 
@@ -14,21 +14,12 @@ import pytest
 import yaml
 
 from otce_ray import schema
-from otce_ray.config import SETTINGS
+from otce_ray.config import RUN, SECTIONS, SETTINGS, config_table
+from otce_ray.datasets.spec import DATASET
 from otce_ray.leaderboard.results import result_uri
 from otce_ray.models import ModelSpec
-from otce_ray.schema import (
-    DATASET,
-    MODEL,
-    SECTIONS,
-    Index,
-    Interval,
-    JSONObject,
-    ListOf,
-    Options,
-    config_table,
-    entrypoint_problem,
-)
+from otce_ray.models.spec import ENTRYPOINT, MODEL, entrypoint_problem
+from otce_ray.schema import Index, Interval, JSONObject, ListOf, Options
 from otce_ray.store.layout import manifest_uri, model_uri, part_uri
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -74,7 +65,7 @@ def test_readme_config_table_is_the_rendered_schema():
 def test_readme_config_example_shows_every_section_with_its_defaults():
     text = README.read_text()
     example = yaml.safe_load(text[text.index("```yaml\nstore:") + len("```yaml"):].split("```")[0])
-    assert example["allowed_entrypoints"] is schema.RUN.default("allowed_entrypoints")
+    assert example["allowed_entrypoints"] is RUN.default("allowed_entrypoints")
     for name, fields in SECTIONS.items():
         assert example[name] == {key: setting.default for key, setting in fields.settings.items()}, name
 
@@ -118,7 +109,7 @@ def test_readers_say_which_format_requires_a_key():
         (JSONObject(), {(1, 2): 0}, "(1, 2): expected a string key, got tuple (1, 2)"),
         (schema.NAME, "", "expected a non-empty string, got ''"),
         (schema.NAME, "../x", "expected a name of letters, digits, '.', '_', '-' (it becomes a folder name), got"),
-        (schema.ENTRYPOINT, "pkg.mod", "expected 'package.module:function', got 'pkg.mod'"),
+        (ENTRYPOINT, "pkg.mod", "expected 'package.module:function', got 'pkg.mod'"),
     ],
 )
 def test_each_constraint_says_what_it_expected_and_what_it_got(constraint, value, problem):
@@ -174,6 +165,6 @@ def test_every_path_into_a_store_or_output_refuses_unsafe_names(bad):
 
 
 def test_the_configs_otce_switch_defaults_to_the_engines():
-    from otce_ray.scoring.estimator import DEFAULT_STANDARDISE
+    from otce_ray.scoring.settings import DEFAULT_STANDARDISE
 
-    assert schema.OTCE.default("standardise") is DEFAULT_STANDARDISE  # epsilon: null there, the engine's value
+    assert SECTIONS["otce"].default("standardise") is DEFAULT_STANDARDISE  # epsilon: null there, the engine's value

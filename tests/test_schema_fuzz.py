@@ -18,10 +18,11 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from otce_ray.config import ConfigError, RunConfig, load_config, parse_config
-from otce_ray.datasets.spec import normalize_spec
+from otce_ray.config import RUN, SECTIONS, ConfigError, RunConfig, load_config, parse_config
+from otce_ray.datasets.spec import DATASET, normalize_spec
 from otce_ray.models import ModelSpec
-from otce_ray.schema import DATASET, MODEL, RUN, SECTIONS, Interval, ListOf, Options, Setting
+from otce_ray.models.spec import MODEL
+from otce_ray.schema import Interval, ListOf, Options, Setting
 
 KNOWN_KEYS = sorted(set(RUN.settings) | {k for s in SECTIONS.values() for k in s.settings} | DATASET.keys()
                     | MODEL.keys())

@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 
 from otce_ray.scoring.baselines import (
     BASELINES,
+    Baseline,
     baseline_scores,
     gbc,
     hscore,
@@ -25,6 +26,7 @@ from otce_ray.scoring.baselines import (
     transrate,
 )
 from otce_ray.scoring.estimator import otce_score
+from otce_ray.scoring.settings import OTCESettings
 
 FEATURE_METRICS = [hscore, hscore_shrinkage, logme, gbc, transrate, nleep]
 LOGIT_METRICS = [leep, nce]
@@ -407,8 +409,8 @@ def test_missing_logits_give_nan_with_a_logged_reason_and_the_others_still_score
 
 def test_baseline_scores_sample_drops_ignore_index_and_caps_the_pixels(monkeypatch):
     seen = {}
-    monkeypatch.setitem(BASELINES, "spy", lambda source, target, context: seen.update(
-        source=source.labels, target=target.labels, seed=context.seed) or 0.0)
+    monkeypatch.setitem(BASELINES, "spy", Baseline("spy", lambda source, target, context: seen.update(
+        source=source.labels, target=target.labels, seed=context.seed) or 0.0))
     baseline_scores(fake_pixels(True, seed=1), fake_pixels(True), metrics=["spy"], n_pixels=50, seed=7)
     assert len(seen["target"]) == len(seen["source"]) == 50 and seen["seed"] == 7
     assert 255 not in seen["target"] and 255 not in seen["source"]
@@ -416,10 +418,10 @@ def test_baseline_scores_sample_drops_ignore_index_and_caps_the_pixels(monkeypat
     assert len(seen["target"]) == 135  # every valid pixel when there are fewer than n_pixels
 
 
-def test_baseline_scores_pass_engine_options_to_jc_otce():
+def test_baseline_scores_pass_engine_settings_to_jc_otce():
     source, target = fake_pixels(True, seed=1), fake_pixels(True)
-    loose = baseline_scores(source, target, metrics=["jc_otce"], otce_options={"epsilon": 1.0})
-    tight = baseline_scores(source, target, metrics=["jc_otce"], otce_options={"epsilon": 0.05})
+    loose = baseline_scores(source, target, metrics=["jc_otce"], settings=OTCESettings(epsilon=1.0))
+    tight = baseline_scores(source, target, metrics=["jc_otce"], settings=OTCESettings(epsilon=0.05))
     assert loose["jc_otce"] < tight["jc_otce"]  # more blur, more label mixing, higher conditional entropy
 
 

@@ -14,7 +14,7 @@ from scoring_cases import clouds, label_entropy, label_joint, one_torch_thread, 
 from otce_ray import otce_score
 from otce_ray.scoring.cost_scale import normalise
 from otce_ray.scoring.entropy import conditional_entropy
-from otce_ray.scoring.estimator import DEFAULT_EPSILON
+from otce_ray.scoring.settings import DEFAULT_EPSILON
 from otce_ray.scoring.inputs import pixel_set, standardised
 from otce_ray.scoring.stress import stress_case
 
@@ -182,16 +182,16 @@ def test_repeats_that_miss_the_tolerance_are_recorded_and_left_out_of_the_score(
 
 
 def test_an_unconverged_repeat_never_enters_the_mean(monkeypatch):
-    from otce_ray.scoring import estimator
+    from otce_ray.scoring.backends.registry import BACKENDS
 
-    real, calls = estimator.solve_sinkhorn, []
+    real, calls = BACKENDS["torch_tiles"], []
 
     def second_one_unconverged(*args, **kwargs):
-        solution = real(*args, **kwargs)
+        solution = real.solve(*args, **kwargs)
         calls.append(1)
         return dataclasses.replace(solution, converged=False, marginal_error=5e-3) if len(calls) == 2 else solution
 
-    monkeypatch.setattr(estimator, "solve_sinkhorn", second_one_unconverged)
+    monkeypatch.setitem(BACKENDS, "torch_tiles", dataclasses.replace(real, solve=second_one_unconverged))
     with pytest.warns(RuntimeWarning, match=r"1 of 3 repeats .* the score is the mean of the other 2"):
         result = otce_score(*clouds(80, d=6, seed=1), n_pixels=50, repeats=3)
     kept = [record.score for record in result.repeats if record.converged]
@@ -237,8 +237,8 @@ def test_standardise_makes_the_score_blind_to_one_side_being_moved_and_stretched
     before = otce_score(xs, ys, xt, yt, n_pixels=100, repeats=2, tolerance=1e-6, standardise=True)
     after = otce_score(xs, ys, moved, yt, n_pixels=100, repeats=2, tolerance=1e-6, standardise=True)
     default = otce_score(xs, ys, xt, yt, n_pixels=100, repeats=2, tolerance=1e-6)
-    assert before.standardised and not plain.standardised
-    assert default.standardised and _numbers(default) == _numbers(before)  # on by default (docs/validation.md)
+    assert before.settings.standardise and not plain.settings.standardise
+    assert default.settings.standardise and _numbers(default) == _numbers(before)  # on by default (docs/validation.md)
     assert after.score == pytest.approx(before.score, abs=1e-5)
     assert abs(raw.score - plain.score) > 1e-2
 

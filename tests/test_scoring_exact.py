@@ -29,7 +29,7 @@ def test_emd_score_equals_the_assignment_formula(seed):
     result = otce_score(xs, ys, xt, yt, n_pixels=30, repeats=1, solver="emd", standardise=False)
     assert result.score == pytest.approx(-loop_conditional_entropy(plan, ys, yt), abs=1e-6)
     assert result.repeats[0].transport_cost == pytest.approx(cost, rel=1e-9)
-    assert result.epsilon is None and result.repeats[0].epsilon is None
+    assert result.settings.epsilon is None and result.repeats[0].epsilon is None
 
 
 def test_solve_emd_joint_is_the_permutation_joint():
@@ -50,4 +50,6 @@ def test_iteration_cap_is_an_error_naming_the_argument():
     with pytest.raises(ValueError, match=r"\bmax_iterations\b"):
         solve_emd(xs, xt, ys, yt, 3, 3, max_iterations=1)
     with pytest.raises(ValueError, match=r"solver='emd'.*\bmax_iterations\b"):
+        otce_score(xs, ys, xt, yt, n_pixels=30, repeats=1, solver="emd", emd_max_iterations=1)
+    with pytest.raises(ValueError, match=r"max_iterations only apply to solver 'sinkhorn', not 'emd'"):
         otce_score(xs, ys, xt, yt, n_pixels=30, repeats=1, solver="emd", max_iterations=1)

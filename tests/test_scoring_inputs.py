@@ -8,7 +8,7 @@ import torch
 from scoring_cases import clouds, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from otce_ray import otce_score
-from otce_ray.scoring.inputs import sample_rows
+from otce_ray.store import choose_rows
 
 N = 40
 
@@ -41,16 +41,18 @@ def _bad_cases():
         "bool labels": ({"source_labels": ys > 0}, r"source_labels: expected integer labels"),
         "all ignored": ({"source_labels": np.full(N, 255)}, r"source_labels: no pixel left after .*ignore_index=255"),
         "all ignored (custom)": ({"target_labels": np.zeros(N, int), "ignore_index": 0}, r"target_labels: no pixel"),
-        "n_pixels 1": ({"n_pixels": 1}, r"n_pixels: expected an integer >= 2"),
+        "n_pixels 1": ({"n_pixels": 1}, r"n_pixels: expected an integer from 2 to"),
         "n_pixels float": ({"n_pixels": 10.0}, r"n_pixels: expected an integer"),
-        "repeats 0": ({"repeats": 0}, r"repeats: expected an integer >= 1"),
-        "unknown solver": ({"solver": "greenkhorn"}, r"solver: unknown solver 'greenkhorn'"),
-        "zero epsilon": ({"epsilon": 0.0}, r"epsilon: expected a positive finite number"),
-        "nan epsilon": ({"epsilon": float("nan")}, r"epsilon: expected a positive"),
+        "repeats 0": ({"repeats": 0}, r"repeats: expected an integer from 1 to"),
+        "unknown solver": ({"solver": "greenkhorn"}, r"solver: expected one of sinkhorn, emd, got 'greenkhorn'"),
+        "zero epsilon": ({"epsilon": 0.0}, r"epsilon: expected a number > 0, got 0.0"),
+        "nan epsilon": ({"epsilon": float("nan")}, r"epsilon: expected a finite number > 0"),
         "unknown device": ({"device": "banana"}, r"device: unknown device 'banana'"),
         "unsupported device": ({"device": "meta"}, r"device: unsupported device 'meta'"),
-        "unknown cost scale": ({"cost_scale_kind": "p90"}, r"cost_scale_kind: unknown cost scale 'p90'"),
-        "unknown cost scale (emd)": ({"cost_scale_kind": "p90", "solver": "emd"}, r"cost_scale_kind: unknown"),
+        "unknown cost scale": ({"cost_scale": "p90"}, r"cost_scale: expected one of median, .*, got 'p90'"),
+        "unknown cost scale (emd)": ({"cost_scale": "p90", "solver": "emd"}, r"cost_scale: expected one of"),
+        "unknown setting": ({"n_pixel": 10}, r"otce_score: .*'n_pixel'.*fields of OTCESettings"),
+        "unknown backend": ({"backend": "keops"}, r"backend: expected one of auto, torch_tiles, got 'keops'"),
     }
 
 
@@ -81,8 +83,8 @@ def test_bad_values_on_ignored_pixels_are_dropped_first():
     assert np.isfinite(result.score) and result.source_pixels_available == N - 1
 
 
-def test_sample_rows_draws_distinct_sorted_rows_or_all():
-    rows = sample_rows(100, 30, np.random.default_rng(0))
+def test_choose_rows_draws_distinct_sorted_rows_or_all():
+    rows = choose_rows(100, 30, 0)
     assert len(rows) == 30 and len(set(rows)) == 30 and rows.min() >= 0 and rows.max() < 100
     assert np.all(np.diff(rows) > 0)
-    assert sample_rows(30, 30, np.random.default_rng(0)) is None
+    assert choose_rows(30, 30, 0) is None

@@ -16,15 +16,12 @@ from otce_ray.scoring.backends.torch_tiles import TILE_BYTES, TorchTiles, full_p
 from otce_ray.scoring.coarse import group_points
 from otce_ray.scoring.cost_scale import normalise
 from otce_ray.scoring.entropy import conditional_entropy
-from otce_ray.scoring.sinkhorn import (
-    STALL_PASSES,
-    SinkhornPotentials,
-    _pass,
-    plan_label_joint,
-    sinkhorn_potentials,
-    solve_sinkhorn,
-)
+from otce_ray.scoring.sinkhorn import STALL_PASSES, SinkhornPotentials, _pass
 
+# The loop over the torch tile backend (the backend is the caller's choice: the registry's, in the engine).
+sinkhorn_potentials = partial(sinkhorn_module.sinkhorn_potentials, backend=TorchTiles)
+plan_label_joint = partial(sinkhorn_module.plan_label_joint, backend=TorchTiles)
+solve_sinkhorn = partial(sinkhorn_module.solve_sinkhorn, backend=TorchTiles)
 TIGHT = 1e-12  # L1 marginal tolerance of the float64 reference solves
 
 

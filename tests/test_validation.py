@@ -16,7 +16,8 @@ from otce_ray.validation.analysis import (
     FAMILY, correlations, inter_by_source, mean_correlations, reliability_table, seed_table, within_family,
 )
 from otce_ray.validation.choice import CHOICE, candidates, read_choice, write_choice
-from otce_ray.validation.grid import SCORES, Setting, grid, rescore
+from otce_ray.scoring.settings import OTCESettings
+from otce_ray.validation.grid import SCORES, grid, rescore
 from otce_ray.validation.harness import full_target, pairs, run_seed, scored_target, seed_dir, train_sources
 from otce_ray.validation.plan import CROSS, EXPERIMENTS, INTER, INTRA, Plan, Target
 from otce_ray.validation.report import write_report
@@ -32,7 +33,8 @@ TINY = Plan(
     finetune=FineTuneSettings(eval_images=4, steps=2, batch_size=2), finetune_seeds=(0, 1),
 )
 SEED = 1
-SETTINGS = [Setting("emd", None, "none", False, 60, 1), Setting("sinkhorn", 0.05, "median", True, 60, 1)]
+SETTINGS = [OTCESettings(solver="emd", standardise=False, n_pixels=60, repeats=1),
+            OTCESettings(epsilon=0.05, cost_scale="median", standardise=True, n_pixels=60, repeats=1)]
 
 
 def test_sources_never_include_the_target_city_and_cross_targets_reuse_the_intra_sources():
@@ -131,7 +133,8 @@ def test_seed_table_joins_scores_baselines_and_replicate_ground_truth(tiny_run):
 def test_choice_and_report_from_the_run(tiny_run):
     table = seed_table(TINY, SEED, tiny_run)
     scores = pd.read_csv(seed_dir(tiny_run, SEED) / SCORES)
-    options = candidates(table, scores, SETTINGS + [Setting("sinkhorn", 0.01, "median", False, 60, 1)])
+    options = candidates(table, scores, SETTINGS + [OTCESettings(epsilon=0.01, standardise=False, n_pixels=60,
+                                                                 repeats=1)])
     assert list(options.eligible) == [True, True, False]  # the third was never scored
     record = write_choice(tiny_run / CHOICE, options, [SEED])
     chosen, held_out = read_choice(tiny_run / CHOICE)

@@ -209,6 +209,6 @@ def test_failures_name_the_model_and_the_cause(tmp_path):
 
 
 def test_every_family_is_a_model_format_of_the_schema():
-    from otce_ray.schema import MODEL_FORMATS
+    from otce_ray.models.spec import MODEL_FORMATS
 
     assert set(FAMILIES) <= set(MODEL_FORMATS)

@@ -173,11 +173,13 @@ def _reference_entropy(n: int, dim: int, seed: int, epsilon: float, device: str)
 
     from otce_ray.scoring.cost_scale import normalise
     from otce_ray.scoring.entropy import conditional_entropy
+    from otce_ray.scoring.backends.torch_tiles import TorchTiles
     from otce_ray.scoring.sinkhorn import solve_sinkhorn
 
     xs, ys, xt, yt = (torch.from_numpy(array).to(device) for array in pixel_sets(n, dim, seed))
     x, y, _ = normalise(xs, xt)
-    solution = solve_sinkhorn(x, y, ys, yt, CLASSES, CLASSES, epsilon, tolerance=REFERENCE_TOLERANCE)
+    solution = solve_sinkhorn(x, y, ys, yt, CLASSES, CLASSES, epsilon, tolerance=REFERENCE_TOLERANCE,
+                              backend=TorchTiles)
     return conditional_entropy(solution.joint.cpu().numpy())
 
 

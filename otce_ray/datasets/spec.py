@@ -12,11 +12,97 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from numbers import Integral
 from typing import Any, Mapping
 
 from otce_ray import fs
-from otce_ray.schema import DATASET, SHARD, Problem, name_problem, quoted_path
-from otce_ray.schema import DATASET_FORMATS as FORMATS  # noqa: F401 (re-exported by otce_ray.datasets)
+from otce_ray.schema import (
+    NAME,
+    ByFormat,
+    Checked,
+    Constraint,
+    Fields,
+    Interval,
+    ListOf,
+    Location,
+    Options,
+    Problem,
+    Resolver,
+    Rule,
+    Setting,
+    Text,
+    name_problem,
+    quoted_path,
+    shown,
+)
+
+class LabelMap(Constraint):
+    """Raw mask value -> class id. Class ids stop at 254 because 255 is the ignore id of every item's label."""
+
+    raw, class_id = Interval(Integral, 0), Interval(Integral, 0, 254)
+
+    def __str__(self) -> str:
+        return "a non-empty mapping of raw mask value -> class id"
+
+    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
+        if not isinstance(value, Mapping) or not value:
+            return value, [Problem((), f"expected {self}, got {shown(value)}")]
+        return value, [Problem((), f"entry {raw!r}: {class_id!r} must map a raw value >= 0 to a class id 0-254")
+                       for raw, class_id in value.items()
+                       if not (self.raw.allows(raw) and self.class_id.allows(class_id))]
+
+
+# --- the declaration ------------------------------------------------------------------------------------------------
+
+DATASET_FORMATS = ("cityscapes", "bdd100k", "gta5", "folder")
+ON_ERROR = ("raise", "skip")
+_SPLIT = Setting(Text(), doc="the split folder, e.g. train")
+
+
+def _ignore_index_not_mapped(ignore_index: int | None, label_map: Mapping) -> str | None:
+    if ignore_index is not None and ignore_index in label_map:
+        return f"raw value {ignore_index} is also a key of 'label_map'"
+    return None
+
+
+DATASET = ByFormat(
+    what="a dataset spec",
+    common={
+        "name": Setting(NAME, doc="one name means one dataset: pixel stores are keyed by it"),
+        "format": Setting(Options(DATASET_FORMATS), doc="the file layout"),
+        "root": Setting(Location("directory"), doc="the dataset's folder, local or s3://"),
+        "max_images": Setting(Interval(Integral, 1), None, "a seeded subset of this many images (it keeps its "
+                                                             "images when max_images grows); null: every image"),
+        "seed": Setting(Interval(Integral, 0), 0, "picks the max_images subset"),
+        "on_error": Setting(Options(ON_ERROR), "raise", "skip: unreadable files are skipped, counted and reported"),
+    },
+    formats={
+        "cityscapes": Fields({
+            "split": _SPLIT,
+            "cities": Setting(ListOf(Text(), "city names", min_length=1), None, "cities to read; null: every city"),
+        }),
+        "bdd100k": Fields({"split": _SPLIT}),
+        "gta5": Fields({}),
+        "folder": Fields({
+            "label_map": Setting(LabelMap(), doc="raw mask value -> class id 0-254"),
+            "ignore_index": Setting(Interval(Integral, 0), None, "a raw mask value that labels no class (ignored)"),
+        }, rules=(Rule(("ignore_index", "label_map"), _ignore_index_not_mapped),)),
+    },
+)
+
+
+
+def _shard_in_range(shard_index: int, num_shards: int) -> str | None:
+    return f"{shard_index} is out of range for num_shards {num_shards}" if shard_index >= num_shards else None
+
+
+# Set by the run on each shard's spec, never by a user: the dataset reader accepts them, a config does not.
+SHARD = Fields({
+    "shard_index": Setting(Interval(Integral, 0), doc="which shard of the dataset's images"),
+    "num_shards": Setting(Interval(Integral, 1), doc="how many shards the images are dealt into"),
+}, rules=(Rule(("shard_index", "num_shards"), _shard_in_range),))
+
+FORMATS = DATASET_FORMATS
 
 # What decides which pixels a dataset yields; name and shard keys do not (every shard belongs to one dataset).
 _CONTENT_KEYS = ("format", "root", "split", "cities", "max_images", "seed", "on_error", "label_map", "ignore_index")

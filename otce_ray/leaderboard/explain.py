@@ -9,30 +9,33 @@ source class the transport sends to which target class. Pure functions over the 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from otce_ray.leaderboard.results import ModelResult
 from otce_ray.scoring.entropy import class_contributions
+from otce_ray.scoring.repeat import RepeatRecord
+
+if TYPE_CHECKING:  # results.py builds its records with ``breakdown``
+    from otce_ray.leaderboard.results import ModelResult
 
 PER_CLASS_COLUMNS = ("model", "class_id", "class_name", "target_share", "contribution")
 
 
-def breakdown(repeats: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """(per target class: share and contribution, label map) averaged over ``repeats`` (records with
-    ``source_classes``, ``target_classes`` and ``joint``); classes a repeat's sample missed count 0 in it."""
+def breakdown(repeats: Sequence[RepeatRecord]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """(per target class: share and contribution, label map) averaged over ``repeats``; classes a repeat's sample
+    missed count 0 in it."""
     if not repeats:
         return {}, {}
-    sources = sorted({int(c) for record in repeats for c in record["source_classes"]})
-    targets = sorted({int(c) for record in repeats for c in record["target_classes"]})
+    sources = sorted({int(c) for record in repeats for c in record.source_classes})
+    targets = sorted({int(c) for record in repeats for c in record.target_classes})
     shares, contributions = np.zeros(len(targets)), np.zeros(len(targets))
     maps, seen = np.zeros((len(sources), len(targets))), np.zeros((len(sources), 1))
     for record in repeats:
-        rows = [sources.index(int(c)) for c in record["source_classes"]]
-        cols = [targets.index(int(c)) for c in record["target_classes"]]
-        joint = np.asarray(record["joint"], dtype=np.float64)
+        rows = [sources.index(int(c)) for c in record.source_classes]
+        cols = [targets.index(int(c)) for c in record.target_classes]
+        joint = np.asarray(record.joint, dtype=np.float64)
         joint = np.clip(joint, 0.0, None) / joint.sum()
         shares[cols] += joint.sum(axis=0)
         contributions[cols] += class_contributions(joint)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
+from otce_ray.leaderboard.columns import Column, board_columns, missing
 from otce_ray.leaderboard.drilldown import ClassNames, best_sources, model_details
 from otce_ray.leaderboard.page_script import SCRIPT, STYLE
 from otce_ray.leaderboard.plot import scores_svg
@@ -27,61 +27,24 @@ LEGEND = (
 )
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _number(digits: str) -> Callable[[Any], str]:
-    return lambda value: "" if _missing(value) else format(value, digits)
-
-
-def _text(value: Any) -> str:
-    return "" if _missing(value) else str(value)
-
-
-def _interval(row: Any) -> str:
-    if _missing(row.otce_ci_low):
-        return ""
-    return f"[{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}]"
-
-
-_CELLS: tuple[tuple[str, Callable[[Any], str]], ...] = (
-    ("rank", lambda r: _text(r.rank)),
-    ("group", lambda r: _text(r.group)),
-    ("model", lambda r: _text(r.model)),
-    ("architecture", lambda r: _text(r.architecture)),
-    ("source", lambda r: _text(r.source)),
-    ("OTCE", lambda r: _number(".4f")(r.otce)),
-    ("95% interval", _interval),
-    ("std", lambda r: _number(".4f")(r.otce_std)),
-    ("repeats", lambda r: _text(r.repeats)),
-    ("dropped", lambda r: _text(getattr(r, "repeats_dropped", None))),  # absent from boards written before it
-    ("pixels", lambda r: _text(r.n_pixels)),
-    ("solver", lambda r: _text(r.solver)),
-    ("epsilon", lambda r: _number("g")(r.epsilon)),
-    ("marginal error", lambda r: _number(".1e")(r.max_marginal_error)),
-    ("extract s", lambda r: _number(".1f")(r.extract_seconds)),
-    ("score s", lambda r: _number(".1f")(r.score_seconds)),
-    ("status", lambda r: _text(r.status)),
-    ("error", lambda r: _text(r.error)),
-)
-
-
-def _columns(board: pd.DataFrame) -> list[tuple[str, Callable[[Any], str]]]:
-    """The fixed cells, then one per baseline metric column the board carries (after OTCE's own)."""
-    extra = [(name, lambda r, name=name: _number(".4g")(getattr(r, name))) for name in metric_columns(board)]
-    split = [header for header, _ in _CELLS].index("repeats")
-    return [*_CELLS[:split], *extra, *_CELLS[split:]]
+def _columns(board: pd.DataFrame) -> list[Column]:
+    """The columns the tables show (those with a heading), the board's metric columns after OTCE's own."""
+    return [column for column in board_columns(metric_columns(board)) if column.header]
 
 
 def _notes(board: pd.DataFrame) -> list[tuple[str, str]]:
-    """(model, its warnings) for every row that has any; a board without the column (an old CSV) has none."""
-    return [(str(row.model), str(row.warnings)) for row in board.itertuples(index=False)
-            if not _missing(getattr(row, "warnings", None))]
+    """(model, its warnings) for every row that has any."""
+    return [(str(row.model), str(row.warnings)) for row in board.itertuples(index=False) if not missing(row.warnings)]
 
 
-def _cells(board: pd.DataFrame, columns: list[tuple[str, Callable[[Any], str]]]) -> list[list[str]]:
-    return [[cell(row) for _, cell in columns] for row in board.itertuples(index=False)]
+def _estimators(board: pd.DataFrame) -> str:
+    """The line that names the estimator the scores come from (one per run; each distinct one if several)."""
+    found = [str(value) for value in dict.fromkeys(board["estimator"]) if not missing(value)]
+    return f"Estimator: {'; '.join(found)}." if found else ""
+
+
+def _cells(board: pd.DataFrame, columns: list[Column]) -> list[list[str]]:
+    return [[column.shown(row) for column in columns] for row in board.itertuples(index=False)]
 
 
 def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
@@ -90,7 +53,8 @@ def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -
         return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
     columns = _columns(board)
-    lines = [f"# {title}", "", LEGEND, "", "| " + " | ".join(h for h, _ in columns) + " |",
+    lines = [f"# {title}", "", LEGEND, "", _estimators(board), "",
+             "| " + " | ".join(column.header for column in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board, columns)]
     notes = _notes(board)
@@ -99,20 +63,14 @@ def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -
     return "\n".join(lines) + "\n"
 
 
-# The numbers a column sorts by on the page (cells show them rounded); other columns sort by their text.
-_SORT_VALUES: dict[str, Callable[[Any], Any]] = {
-    "rank": lambda r: r.rank, "group": lambda r: r.group, "OTCE": lambda r: r.otce,
-    "95% interval": lambda r: r.otce_ci_low, "std": lambda r: r.otce_std, "repeats": lambda r: r.repeats,
-    "dropped": lambda r: getattr(r, "repeats_dropped", None), "pixels": lambda r: r.n_pixels,
-    "epsilon": lambda r: r.epsilon, "marginal error": lambda r: r.max_marginal_error,
-    "extract s": lambda r: r.extract_seconds, "score s": lambda r: r.score_seconds,
-}
 _FILTERS = ("architecture", "source", "status")
 
 
 def _row_class(row: Any, previous_group: Any) -> str:
     if row.status != "ok":
         return "failed"
+    if missing(row.group):
+        return "no-group"
     group = int(row.group)
     return f"band-{(group - 1) % 2}" + (" group-start" if group != previous_group else "")
 
@@ -123,31 +81,30 @@ def _model_button(name: str) -> str:
 
 
 def _sort_value(value: Any) -> str:
-    return "" if _missing(value) else repr(float(value))
+    return "" if missing(value) else repr(float(value))
 
 
 def _table_html(board: pd.DataFrame) -> str:
     """The table, its headers sort buttons, numeric cells carrying their full value (``data-v``) for sorting."""
     columns = _columns(board)
-    headers = [header for header, _ in columns]
-    numeric = {header: _SORT_VALUES.get(header, lambda r, h=header: getattr(r, h))
-               for header in headers if header in _SORT_VALUES or header in metric_columns(board)}
+    headers = [column.header for column in columns]
     body_rows = []
     previous_group = None
     for row, cells in zip(board.itertuples(index=False), _cells(board, columns)):
         tds = []
-        for header, cell in zip(headers, cells):
-            if header == "model":
+        for column, cell in zip(columns, cells):
+            if column.name == "model":
                 tds.append(f"<td>{_model_button(cell)}</td>")
-            elif header in numeric:
-                tds.append(f'<td data-v="{_sort_value(numeric[header](row))}">{html.escape(cell)}</td>')
+            elif column.numeric:
+                tds.append(f'<td data-v="{_sort_value(column.sort_value(row))}">{html.escape(cell)}</td>')
             else:
                 tds.append(f"<td>{html.escape(cell)}</td>")
         body_rows.append(f'<tr class="{_row_class(row, previous_group)}">{"".join(tds)}</tr>')
-        previous_group = None if _missing(row.group) else int(row.group)
+        previous_group = None if missing(row.group) else int(row.group)
     head = "".join(f'<th aria-sort="none"><button class="sort" type="button">{html.escape(h)}</button></th>'
                    for h in headers)
-    where = " ".join(f'data-{key}-column="{headers.index(key)}"' for key in ("model", *_FILTERS))
+    names = [column.name for column in columns]
+    where = " ".join(f'data-{key}-column="{names.index(key)}"' for key in ("model", *_FILTERS))
     return "\n".join([f'<div class="table-scroll"><table id="board" {where}><thead><tr>{head}</tr></thead><tbody>',
                       *body_rows, "</tbody></table></div>"])
 
@@ -157,7 +114,7 @@ def _controls(board: pd.DataFrame) -> str:
     parts = ['<div class="controls"><label>Search <input id="f-search" type="search" placeholder="model name">'
              "</label>"]
     for key in _FILTERS:
-        values = sorted({_text(value) for value in board[key]} - {""})
+        values = sorted({"" if missing(value) else str(value) for value in board[key]} - {""})
         options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
         parts.append(f'<label>{key.capitalize()} <select id="f-{key}"><option value="">all</option>{options}'
                      "</select></label>")
@@ -204,7 +161,8 @@ def leaderboard_html(board: pd.DataFrame, results: Sequence[ModelResult] = (), c
     the best source per target class, and the notes."""
     notes = [f"<li><b>{html.escape(model)}</b>: {html.escape(text)}</li>" for model, text in _notes(board)]
     return html_page(
-        title, STYLE, LEGEND, _controls(board), "<h2>Scores</h2>", scores_svg(board), "<h2>Table</h2>",
+        title, STYLE, LEGEND, f"<p>{html.escape(_estimators(board))}</p>", _controls(board), "<h2>Scores</h2>",
+        scores_svg(board), "<h2>Table</h2>",
         "<p>Click a column to sort by it, a model to see why it ranks where it does.</p>", _table_html(board),
         _DRILLDOWN, *_best_sources_html(results, class_names),
         *(["<h2>Notes</h2>", "<ul>", *notes, "</ul>"] if notes else []),

@@ -12,7 +12,8 @@ from otce_ray.models.loading import (
     logits_of,
     to_input,
 )
-from otce_ray.models.spec import ModelError, ModelSpec
+from otce_ray.models.errors import ModelError
+from otce_ray.models.spec import ModelSpec
 
 __all__ = [
     "ARCHITECTURES",

@@ -21,7 +21,8 @@ from typing import Any
 from otce_ray import fs
 from otce_ray.models.families import FAMILIES
 from otce_ray.models.families.huggingface import HUB, hub_commit
-from otce_ray.models.spec import ModelError, ModelSpec
+from otce_ray.models.errors import ModelError
+from otce_ray.models.spec import ModelSpec
 
 CHUNK = 8 << 20
 

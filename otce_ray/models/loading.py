@@ -25,8 +25,8 @@ from torch import nn
 from otce_ray import fs
 from otce_ray.models.architectures import build_architecture
 from otce_ray.models.families import FAMILIES
-from otce_ray.models.spec import ModelError, ModelSpec
-from otce_ray.schema import entrypoint_problem
+from otce_ray.models.errors import ModelError
+from otce_ray.models.spec import ModelSpec, entrypoint_problem
 
 
 @dataclass(frozen=True)

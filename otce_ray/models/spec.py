@@ -10,17 +10,124 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Mapping
+from numbers import Integral, Real
+from typing import Any, Mapping, Sequence
 
-from otce_ray.schema import IMAGENET_MEAN, IMAGENET_STD, MODEL, Problem, name_problem, quoted_path, shown
+from otce_ray.datasets.spec import DATASET
+from otce_ray.models.architectures import ARCHITECTURES as BUILTIN_ARCHITECTURES
+from otce_ray.models.errors import ModelError
+from otce_ray.models.families import smp_seg, torchvision_seg
+from otce_ray.schema import (
+    NAME,
+    Boolean,
+    ByFormat,
+    Fields,
+    Interval,
+    JSONObject,
+    ListOf,
+    Location,
+    Options,
+    Pattern,
+    PretrainedLocation,
+    Problem,
+    Setting,
+    Text,
+    name_problem,
+    quoted_path,
+    shown,
+)
 
 
-class ModelError(ValueError):
-    """A model that cannot be loaded or run; the message names the model and the cause."""
 
-    def __init__(self, model: str, cause: str) -> None:
-        super().__init__(f"model {model!r}: {cause}")
-        self.model = model
+_MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+ENTRYPOINT = Pattern(_MODULE + r":[A-Za-z_]\w*", "'package.module:function'")
+MODULE = Pattern(_MODULE, "a dotted module name such as 'mycompany.models'")
+
+
+def entrypoint_problem(entrypoint: str, allowed: Sequence[str] | None) -> str | None:
+    """Why a Python entrypoint is outside the allow-list of module prefixes (None: no restriction), or None.
+
+    A module is allowed when it is one of the prefixes or inside one (``a.b`` allows ``a.b`` and ``a.b.c``, not
+    ``a.bc``). The driver checks this when it reads the config; workers check it again before importing anything.
+    """
+    if allowed is None:
+        return None
+    module = entrypoint.split(":", 1)[0]
+    if any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+        return None
+    return f"module {module!r} is not under allowed_entrypoints ({', '.join(allowed) or 'none allowed'})"
+
+
+# --- the declaration --------------------------------------------------------------------------------------------------
+
+MODEL_FORMATS = ("torchscript", "python", "builtin", "huggingface", "torchvision", "smp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_WEIGHTS = {
+    "checkpoint": Setting(Location("file"), None, "weights loaded into the network (a weights-only pickle, or "
+                                                   ".safetensors)"),
+    "allow_unsafe_pickle": Setting(Boolean(), False, "load a checkpoint that needs full unpickling (runs its code)"),
+    "kwargs": Setting(JSONObject(), {}, "keyword arguments of the entrypoint or architecture"),
+}
+_NUM_CLASSES = Setting(Interval(Integral, 1), 19, "classes of the logits (19: Cityscapes train ids)")
+_INIT_SEED = Setting(Interval(Integral, 0), 0, "seeds the random initialisation (without checkpoint)")
+_DEFAULT_LAYER = Setting(Text(), None, "the module whose output is the feature map; null: the family's default, the "
+                                       "decoder's last map before the classifier")
+
+
+MODEL = ByFormat(
+    what="a model spec",
+    common={
+        "name": Setting(NAME, doc="unique among the run's models"),
+        "format": Setting(Options(MODEL_FORMATS), doc="how the network is built"),
+        "source": Setting(DATASET, None, "the dataset the model was trained on (a dataset spec)"),
+        "architecture": Setting(Text(), None, "shown on the leaderboard"),
+        "mean": Setting(ListOf(Interval(Real), "values (R, G, B)", length=3), IMAGENET_MEAN,
+                        "subtracted from RGB in [0, 1]"),
+        "std": Setting(ListOf(Interval(Real, 0, closed="neither"), "values (R, G, B)", length=3), IMAGENET_STD,
+                       "divides RGB in [0, 1] after the mean"),
+        "size": Setting(ListOf(Interval(Integral, 1), "values ([height, width])", length=2), None,
+                        "inputs are resized to it before the forward; null: as they are"),
+        "autocast": Setting(Boolean(), True, "the forward runs under bf16 autocast on CUDA"),
+    },
+    formats={
+        "torchscript": Fields({"path": Setting(Location("file"), doc="a scripted or traced module")}),
+        "python": Fields({
+            "entrypoint": Setting(ENTRYPOINT, doc="a function returning the nn.Module, called with kwargs"),
+            "feature_layer": Setting(Text(), None, "the module whose output is the feature map (a forward hook)"),
+            **_WEIGHTS,
+        }),
+        "builtin": Fields({
+            "architecture": Setting(Options(tuple(BUILTIN_ARCHITECTURES)),
+                                    doc="a built-in network"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            **_WEIGHTS,
+        }),
+        "huggingface": Fields({
+            "path": Setting(PretrainedLocation(), doc="a save_pretrained folder (config.json, safetensors), or a "
+                                                      "Hub model hf://org/name[@revision] where the Hub is reachable"),
+            "feature_layer": _DEFAULT_LAYER,
+        }),
+        "torchvision": Fields({
+            "architecture": Setting(Options(tuple(torchvision_seg.ARCHITECTURES)),
+                                    doc="a torchvision.models.segmentation builder"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            "feature_layer": _DEFAULT_LAYER,
+            **_WEIGHTS,
+        }),
+        "smp": Fields({
+            "architecture": Setting(Options(tuple(smp_seg.ARCHITECTURES)),
+                                    doc="a segmentation_models_pytorch architecture"),
+            "encoder": Setting(Text(), doc="its encoder, e.g. resnet34 or tu-convnext_tiny"),
+            "num_classes": _NUM_CLASSES,
+            "init_seed": _INIT_SEED,
+            "feature_layer": _DEFAULT_LAYER,
+            **_WEIGHTS,
+        }),
+    },
+)
 
 
 @dataclass(frozen=True)

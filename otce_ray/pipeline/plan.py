@@ -25,7 +25,7 @@ from otce_ray.extraction.shard import EXTRACTION_VERSION
 from otce_ray.leaderboard import ModelResult, load_results
 from otce_ray.models import ModelSpec
 from otce_ray.models.identity import model_identity
-from otce_ray.pipeline.repeat import scoring_key
+from otce_ray.pipeline.tasks import result_key
 
 logger = logging.getLogger("otce_ray")
 PLANNING_THREADS = 16  # file stamps and manifests read side by side (S3 round trips)
@@ -154,14 +154,14 @@ def model_fingerprint(config: RunConfig, spec: Mapping[str, Any], identity: Mapp
     The model's spec (by its reader's fingerprint, so two spellings agree), the content of its files and the source
     of its code (``models.identity``), both datasets as listed (``SegmentationDataset.fingerprint``), the extraction
     settings and code version, and the scoring settings with every default resolved and the engine's version
-    (``scoring_key``): a new default or a solver fix rescores what it changes.
+    (``result_key``): a new default or a solver fix rescores what it changes.
     """
     inputs = {
         "model": ModelSpec.from_dict(spec).fingerprint(),
         "identity": dict(identity),
         "source": datasets[spec["source"]["name"]],
         "target": datasets[config.target["name"]],
-        "scoring": scoring_key(config.otce, config.baselines),
+        "scoring": result_key(config.otce, config.baselines),
         "pixels_per_image": config.extraction.pixels_per_image,
         "extraction": EXTRACTION_VERSION,
     }

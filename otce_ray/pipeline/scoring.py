@@ -1,7 +1,7 @@
 """Scoring as a source of the dispatch loop: per model, one loader task per store, K repeat tasks, one baselines task.
 
 A model enters when its stores are complete. Its first dispatched task starts its loader tasks (each reads its store
-once, for all of the model's tasks; see ``otce_ray.pipeline.repeat``), its tasks take their samples from those
+once, for all of the model's tasks; see ``otce_ray.pipeline.tasks``), its tasks take their samples from those
 objects, and when its result is recorded the driver lets go of them. Two bounds keep the cluster healthy however
 many models a run has: tasks in flight (twice the CPUs up now, or the configured cap) and the bytes of loaded
 pixels held in the object store at once (``RESIDENT_FRACTION`` of it, estimated from each store's manifest before
@@ -24,13 +24,15 @@ import ray
 from otce_ray.cluster import Call, Cluster
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionSummary
-from otce_ray.leaderboard import ModelResult, breakdown, record_result
+from otce_ray.leaderboard import ModelResult, record_result
 from otce_ray.pipeline.plan import Resources
-from otce_ray.pipeline.repeat import WARNING_CHARS, score_baselines, score_repeat, store_reads
+from otce_ray.leaderboard.results import WARNING_CHARS
+from otce_ray.pipeline.tasks import score_baselines, store_reads
+from otce_ray.scoring.repeat import RepeatRecord, score_repeat
 from otce_ray.store import StoreError, read_samples
 
 logger = logging.getLogger("otce_ray")
-BASELINES = "baselines"  # the task key of a model's baseline metrics; repeats are keyed by their index
+BASELINES_TASK = "baselines"  # the task key of a model's baseline metrics; repeats are keyed by their index
 RESIDENT_FRACTION = 0.5  # of the cluster's object store, for loaded pixels (the rest: task results, spilling slack)
 LABEL_BYTES = 8  # int64 labels, per row
 FEATURE_BYTES = {"float16": 2, "float32": 4}
@@ -43,7 +45,7 @@ class ScoredModel:
     spec: Mapping[str, Any]
     fingerprint: str
     stores: dict[str, ExtractionSummary] = field(default_factory=dict)  # dataset -> its store's summary
-    records: dict[int, dict] = field(default_factory=dict)
+    records: dict[int, RepeatRecord] = field(default_factory=dict)
     metrics: dict[str, float] | None = None  # None until the baselines task (if any) returns
     baseline_warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -75,7 +77,7 @@ class ScoringJobs:
         self._repeat = ray.remote(score_repeat).options(**options)
         self._baselines = ray.remote(score_baselines).options(**options)
         self._load = ray.remote(read_samples).options(num_cpus=1, max_retries=2)
-        self._tasks = [*range(config.otce.repeats), *([BASELINES] if config.baselines.names() else [])]
+        self._tasks = [*range(config.otce.repeats), *([BASELINES_TASK] if config.baselines.names() else [])]
         # result records are written by tiny tasks (no CPU asked), so the loop never waits on a PUT
         self._write = ray.remote(record_result).options(num_cpus=0, max_retries=3, retry_exceptions=True)
         self._records: list[tuple[ScoredModel, ModelResult]] = []
@@ -134,7 +136,7 @@ class ScoringJobs:
         self._in_flight -= 1
         _, model, task = key
         cause = getattr(error, "cause", None) or error
-        if task == BASELINES:  # the metrics are NaN, the model still has its OTCE
+        if task == BASELINES_TASK:  # the metrics are NaN, the model still has its OTCE
             logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", model.name,
                            type(cause).__name__, cause)
             note = f"baselines failed, all NaN: {type(cause).__name__}: {cause}"[:WARNING_CHARS]
@@ -150,12 +152,12 @@ class ScoringJobs:
     def _collect(self, model: ScoredModel, task: int | str, value: Any) -> None:
         if model.error is not None:
             return  # already recorded as failed; later repeats are moot
-        if task == BASELINES:
+        if task == BASELINES_TASK:
             model.metrics = value["metrics"]
             model.baseline_warnings = list(value["warnings"])
         else:
             model.records[task] = value
-        waiting_for_metrics = model.metrics is None and BASELINES in self._tasks
+        waiting_for_metrics = model.metrics is None and BASELINES_TASK in self._tasks
         if len(model.records) == self.config.otce.repeats and not waiting_for_metrics:
             self.finish(model)
 
@@ -204,7 +206,7 @@ class ScoringJobs:
 
     def _submit(self, model: ScoredModel, task: int | str) -> Call:
         device = self.resources.scoring_device
-        if task == BASELINES:
+        if task == BASELINES_TASK:
             ref = self._baselines.remote(*model.pixels, self.config.baselines, self.config.otce, device)
             what = f"baseline metrics of model {model.name!r}"
         else:
@@ -218,33 +220,11 @@ class ScoringJobs:
         model.pixels = None
         self.resident -= model.resident_bytes
         model.resident_bytes = 0
-        records = [model.records[k] for k in sorted(model.records)]
-        notes = [note for record in records for note in record.get("warnings", ())] + model.baseline_warnings
-        notes += [f"dataset {summary.dataset}: {len(summary.skipped_files)} file(s) skipped (on_error: skip), listed in "
-                  "run.json" for summary in model.stores.values() if summary.skipped_files]
-        common = dict(
+        notes = model.baseline_warnings + [
+            f"dataset {summary.dataset}: {len(summary.skipped_files)} file(s) skipped (on_error: skip), listed in "
+            "run.json" for summary in model.stores.values() if summary.skipped_files]
+        result = ModelResult.from_repeats(
             model=model.name, source=model.spec["source"]["name"], architecture=model.spec.get("architecture"),
-            n_pixels=self.config.otce.n_pixels, solver=self.config.otce.solver, extract_seconds=model.extract_seconds,
-            fingerprint=model.fingerprint, warnings=[note[:WARNING_CHARS] for note in notes],
-        )
-        used = [record for record in records if record["converged"]]
-        if model.error is None and len(used) < 2:
-            model.error = (f"model {model.name!r}: only {len(used)} of {len(records)} repeats met the OT tolerance "
-                           "(at least 2 are needed for a score and its interval); see its warnings")
-        if model.error is not None:
-            result = ModelResult(status="failed", error=model.error, **common)
-        else:
-            per_class, label_map = breakdown(used)
-            result = ModelResult(
-                status="ok",
-                scores=[record["score"] for record in used],
-                per_class=per_class,
-                label_map=label_map,
-                repeats_dropped=len(records) - len(used),
-                epsilon=records[0]["epsilon_relative"],
-                max_marginal_error=max(record["marginal_error"] for record in used),
-                score_seconds=sum(record["seconds"] for record in records),
-                metrics=model.metrics or {},
-                **common,
-            )
+            settings=self.config.otce, records=list(model.records.values()), metrics=model.metrics,
+            notes=notes, error=model.error, extract_seconds=model.extract_seconds, fingerprint=model.fingerprint)
         self._records.append((model, result))

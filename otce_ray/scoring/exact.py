@@ -42,7 +42,8 @@ def solve_emd(
     if log["result_code"] != 1:
         raise ValueError(
             f"solver='emd': POT's network simplex did not reach the optimum ({log['warning']}); "
-            f"raise max_iterations (now {int(max_iterations)}) or use solver='sinkhorn'"
+            f"raise its iteration cap (max_iterations here, the setting emd_max_iterations; now "
+            f"{int(max_iterations)}) or use solver='sinkhorn'"
         )
     source_onehot = np.eye(source_classes)[source_labels]
     target_onehot = np.eye(target_classes)[target_labels]

@@ -1,14 +1,21 @@
-"""Validation of the estimator's inputs and seeded pixel sampling: every bad input is a ValueError naming the argument."""
+"""Validation of the estimator's inputs, one side's valid pixels (``PixelSet``) and the rows a repeat draws from them:
+every bad input is a ValueError naming the argument."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-SOLVERS = ("sinkhorn", "emd")
+from otce_ray.store.reader import choose_rows
+
+class Rows(NamedTuple):
+    """Rows of one side as a repeat draws them: features (n, d) and their label values (n,)."""
+
+    features: np.ndarray
+    labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,16 @@ class PixelSet:
     features: torch.Tensor
     classes: torch.Tensor  # int64 indices into ``class_values``
     class_values: np.ndarray  # the original label value of each class index
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def sample(self, size: int, seed: int, *, with_logits: bool = False) -> Rows:
+        """The rows ``choose_rows(len(self), size, seed)`` picks (all of them when ``size`` >= len), as a store's
+        ``PixelSamples.sample`` picks them from a store of these pixels; a PixelSet holds no logits."""
+        chosen = choose_rows(len(self), size, seed)
+        rows = slice(None) if chosen is None else torch.from_numpy(chosen)
+        return Rows(self.features[rows].cpu().numpy(), self.class_values[self.classes[rows].cpu().numpy()])
 
 
 def _to_numpy(array: Any, name: str) -> np.ndarray:
@@ -93,21 +110,3 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but CUDA is not available on this machine")
     return resolved
-
-
-def check_settings(n_pixels: int, repeats: int, solver: str, epsilon: float | None) -> None:
-    if isinstance(n_pixels, bool) or not isinstance(n_pixels, (int, np.integer)) or n_pixels < 2:
-        raise ValueError(f"n_pixels: expected an integer >= 2, got {n_pixels!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"repeats: expected an integer >= 1, got {repeats!r}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver: unknown solver {solver!r} (expected one of {', '.join(SOLVERS)})")
-    if epsilon is not None and not (isinstance(epsilon, (int, float)) and np.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon: expected a positive finite number or None, got {epsilon!r}")
-
-
-def sample_rows(count: int, n_pixels: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Indices of ``n_pixels`` rows drawn without replacement, or None when all ``count`` rows are to be used."""
-    if count <= n_pixels:
-        return None
-    return np.sort(rng.choice(count, size=n_pixels, replace=False))

@@ -35,7 +35,6 @@ import torch
 
 from otce_ray.scoring.anderson import Anderson
 from otce_ray.scoring.backends import SinkhornBackend
-from otce_ray.scoring.backends.torch_tiles import TorchTiles
 from otce_ray.scoring.coarse import COARSE_PRECISION, Grouping, coarse_scaling, group_points
 from otce_ray.scoring.merge import merge_duplicates
 
@@ -195,7 +194,7 @@ def sinkhorn_potentials(
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     diameter: float | None = None,
     groups: int | None = None,
-    backend: BackendFactory = TorchTiles,
+    backend: BackendFactory,
 ) -> SinkhornPotentials:
     """Solve entropic OT between x (n, d) and y (m, d), with the remedies of the module docstring.
 
@@ -251,7 +250,7 @@ def plan_label_joint(
     *,
     row_weights: torch.Tensor | None = None,
     column_weights: torch.Tensor | None = None,
-    backend: BackendFactory = TorchTiles,
+    backend: BackendFactory,
 ) -> tuple[torch.Tensor, float]:
     """Return ``(onehot(ys)^T P onehot(yt), <P, C>)`` for the plan of potentials (f, g), without building P.
 
@@ -283,7 +282,7 @@ def solve_sinkhorn(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
-    backend: BackendFactory = TorchTiles,
+    backend: BackendFactory,
 ) -> SinkhornSolution:
     """Entropic OT between ``x`` and ``y`` (already centred and scaled) and the label joint of its plan.
 

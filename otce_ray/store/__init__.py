@@ -19,7 +19,7 @@ Pixels on their way from a store to a score, one container per stage:
 
 from otce_ray.store.layout import manifest_uri, model_uri, part_uri, store_uri
 from otce_ray.store.parts import complete_keys, part_metadata, read_manifest, write_manifest, write_part
-from otce_ray.store.reader import PixelSamples, Pixels, read_pixels, read_samples
+from otce_ray.store.reader import PixelSamples, Pixels, choose_rows, read_pixels, read_samples
 from otce_ray.store.schema import FEATURE_DTYPES, StoreError, pixel_schema, pixel_table
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "PixelSamples",
     "Pixels",
     "StoreError",
+    "choose_rows",
     "complete_keys",
     "manifest_uri",
     "model_uri",

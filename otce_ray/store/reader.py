@@ -83,7 +83,7 @@ class PixelSamples:
         return sum(array.nbytes for array in arrays if array is not None)
 
     def sample(self, size: int, seed: int, *, with_logits: bool = True) -> Pixels:
-        chosen = _choose(self.total, size, seed)
+        chosen = choose_rows(self.total, size, seed)
         if self.held is None and chosen is None:
             whole = self.pixels if with_logits else dataclasses.replace(self.pixels, logits=None)
             return whole.as_float32()
@@ -112,7 +112,7 @@ def read_pixels(
     written for other settings than its manifest's.
     """
     manifest, where, total = _open(store, dataset, model, key)
-    return _read_rows(where, manifest, _choose(total, sample, seed), with_logits).as_float32()
+    return _read_rows(where, manifest, choose_rows(total, sample, seed), with_logits).as_float32()
 
 
 def read_samples(
@@ -134,7 +134,7 @@ def read_samples(
     if not samples:
         raise ValueError("samples: expected at least one (size, seed) pair")
     manifest, where, total = _open(store, dataset, model, key)
-    chosen = [_choose(total, size, seed) for size, seed in samples]
+    chosen = [choose_rows(total, size, seed) for size, seed in samples]
     held = None if any(rows is None for rows in chosen) else np.unique(np.concatenate(chosen))
     if held is not None and len(held) == total:
         held = None
@@ -191,7 +191,10 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
     )
 
 
-def _choose(total: int, sample: int | None, seed: int) -> np.ndarray | None:
+def choose_rows(total: int, sample: int | None, seed: int) -> np.ndarray | None:
+    """The sorted indices of ``sample`` rows of ``total`` drawn uniformly without replacement by ``seed``; None when
+    every row is taken (``sample`` None, or >= ``total``). The one seeded draw of rows: the store reads what it
+    picks, and every OTCE repeat samples by it (``otce_ray.scoring.repeat``)."""
     if sample is not None and sample < 1:
         raise ValueError(f"sample must be a positive number of pixels, got {sample}")
     if sample is None or sample >= total:

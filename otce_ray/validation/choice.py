@@ -16,16 +16,18 @@ from typing import Any, Sequence
 import pandas as pd
 
 from otce_ray.validation.analysis import mean_correlations
-from otce_ray.validation.grid import Setting
+from otce_ray.scoring.settings import OTCESettings
 from otce_ray.validation.plan import INTRA
 
 TIE = 0.01
 CHOICE = "choice.json"
-CURRENT_DEFAULT = Setting("sinkhorn", 0.05, "median", False, 2000, 2)  # the engine's defaults before this run
-PAPER = (Setting("emd", None, "none", False, 2000, 2), Setting("sinkhorn", 0.1, "none", False, 2000, 2))
+# the engine's defaults before this run, and the paper's two estimators
+CURRENT_DEFAULT = OTCESettings(epsilon=0.05, cost_scale="median", standardise=False, n_pixels=2000, repeats=2)
+PAPER = (OTCESettings(solver="emd", standardise=False, n_pixels=2000, repeats=2),
+         OTCESettings(epsilon=0.1, cost_scale="none", standardise=False, n_pixels=2000, repeats=2))
 
 
-def candidates(table: pd.DataFrame, scores: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:
+def candidates(table: pd.DataFrame, scores: pd.DataFrame, settings: Sequence[OTCESettings]) -> pd.DataFrame:
     """Per setting: Fisher-z mean intra Pearson (with interval), seconds per repeat, and whether it is eligible
     (scored on every intra (seed, target, model) of ``table`` with no dropped repeat)."""
     intra = table[table.experiment == INTRA]
@@ -52,7 +54,7 @@ def choose(table: pd.DataFrame) -> pd.Series:
     return tied.sort_values("seconds_per_repeat").iloc[0]
 
 
-def held_out_settings(chosen: Setting) -> list[Setting]:
+def held_out_settings(chosen: OTCESettings) -> list[OTCESettings]:
     """What the held-out seeds score: the chosen setting, the engine's current default and the paper's two."""
     return list(dict.fromkeys([chosen, CURRENT_DEFAULT, *PAPER]))
 
@@ -60,8 +62,9 @@ def held_out_settings(chosen: Setting) -> list[Setting]:
 def write_choice(path: Path, table: pd.DataFrame, seeds: Sequence[int]) -> dict[str, Any]:
     """Apply the rule and record it, with every candidate, in ``path`` (written once: a rerun reads it back)."""
     row = choose(table)
-    chosen = Setting(row.solver, None if pd.isna(row.epsilon) else float(row.epsilon), row.cost_scale,
-                     bool(row.standardise), int(row.n_pixels), int(row.repeats))
+    chosen = OTCESettings(solver=row.solver, epsilon=None if pd.isna(row.epsilon) else float(row.epsilon),
+                          cost_scale=None if pd.isna(row.cost_scale) else row.cost_scale,
+                          standardise=bool(row.standardise), n_pixels=int(row.n_pixels), repeats=int(row.repeats))
     record = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "selection_seeds": list(seeds),
               "chosen": chosen.to_dict(), "held_out": [s.to_dict() for s in held_out_settings(chosen)],
               "candidates": table.to_dict("records")}
@@ -69,6 +72,6 @@ def write_choice(path: Path, table: pd.DataFrame, seeds: Sequence[int]) -> dict[
     return record
 
 
-def read_choice(path: Path) -> tuple[Setting, list[Setting]]:
+def read_choice(path: Path) -> tuple[OTCESettings, list[OTCESettings]]:
     record = json.loads(Path(path).read_text())
-    return Setting(**record["chosen"]), [Setting(**s) for s in record["held_out"]]
+    return OTCESettings(**record["chosen"]), [OTCESettings(**s) for s in record["held_out"]]

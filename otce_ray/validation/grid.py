@@ -16,12 +16,14 @@ import functools
 import multiprocessing
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+
+from otce_ray.scoring.settings import OTCESettings
 
 SCORES = "scores.csv"
 KEY = ["seed", "target", "model", "setting"]
@@ -30,46 +32,15 @@ COLUMNS = [*KEY[:2], "experiment", *KEY[2:], "solver", "epsilon", "cost_scale", 
            "source_pixels", "target_pixels", "error"]
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One estimator: ``epsilon`` relative to ``cost_scale`` ("none": eps on the raw cost, as in the paper)."""
-
-    solver: str = "sinkhorn"
-    epsilon: float | None = 0.05
-    cost_scale: str = "median"
-    standardise: bool = False
-    n_pixels: int = 2000
-    repeats: int = 2
-
-    @property
-    def label(self) -> str:
-        if self.solver == "emd":
-            solver = "emd"
-        elif self.cost_scale == "none":
-            solver = f"sinkhorn eps {self.epsilon:g} raw"
-        else:
-            solver = f"sinkhorn eps {self.epsilon:g} x {self.cost_scale}"
-        return f"{solver}{', z-scored' if self.standardise else ''}, N {self.n_pixels}, K {self.repeats}"
-
-    @property
-    def paper(self) -> bool:
-        """The paper's estimator as published: exact OT or eps 0.1 on the raw cost, on raw features."""
-        return not self.standardise and (self.solver == "emd" or (self.cost_scale == "none" and self.epsilon == 0.1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def grid(n_pixels: int, repeats: int,
-         solvers: Iterable[str] = ("emd", "raw", "0.05", "0.01", "0.005")) -> list[Setting]:
+         solvers: Iterable[str] = ("emd", "raw", "0.05", "0.01", "0.005")) -> list[OTCESettings]:
     """The grid at one N, faithful first; ``solvers`` picks rows ("emd", "raw", or a relative eps)."""
-    make = {"emd": lambda: Setting("emd", None, "none"), "raw": lambda: Setting("sinkhorn", 0.1, "none")}
-    out = []
-    for solver in solvers:
-        base = make[solver]() if solver in make else Setting("sinkhorn", float(solver), "median")
-        out += [Setting(base.solver, base.epsilon, base.cost_scale, standardise, n_pixels, repeats)
-                for standardise in (False, True)]
-    return out
+    def solver_fields(solver: str) -> dict[str, Any]:
+        named = {"emd": {"solver": "emd"}, "raw": {"epsilon": 0.1, "cost_scale": "none"}}
+        return named[solver] if solver in named else {"epsilon": float(solver), "cost_scale": "median"}
+
+    return [OTCESettings(n_pixels=n_pixels, repeats=repeats, standardise=standardise, **solver_fields(solver))
+            for solver in solvers for standardise in (False, True)]
 
 
 @dataclass(frozen=True)
@@ -91,7 +62,7 @@ def _pixels(store: str, dataset: str, model: str) -> Any:
     return read_pixels(store, dataset, model, with_logits=False)
 
 
-def score_pair(pair: Pair, setting: Setting) -> dict[str, Any]:
+def score_pair(pair: Pair, setting: OTCESettings) -> dict[str, Any]:
     """OTCE of one pair under one setting, with what it cost and how well its plans converged. A solver that gives
     up (exact OT beyond its iteration cap) is a row with a NaN score and its ``error``."""
     import torch
@@ -100,16 +71,14 @@ def score_pair(pair: Pair, setting: Setting) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     source, target = _pixels(pair.store, pair.source_dataset, pair.model), _pixels(pair.store, pair.target, pair.model)
-    row = {"seed": pair.seed, "experiment": pair.experiment, "target": pair.target, "model": pair.model,
-           "setting": setting.label, **setting.to_dict()}
+    row = {**setting.to_dict(), "seed": pair.seed, "experiment": pair.experiment, "target": pair.target,
+           "model": pair.model, "setting": setting.label}  # ``seed``: the benchmark's (the sampling seed is 0)
     started = time.perf_counter()
     try:
         with warnings.catch_warnings():  # an unconverged repeat is counted in `dropped`, not printed
             warnings.simplefilter("ignore", RuntimeWarning)
-            result = otce_score(source.features, source.labels, target.features, target.labels,
-                                n_pixels=setting.n_pixels, repeats=setting.repeats, solver=setting.solver,
-                                epsilon=setting.epsilon, cost_scale_kind=setting.cost_scale, device="cpu",
-                                standardise=setting.standardise)
+            result = otce_score(source.features, source.labels, target.features, target.labels, setting,
+                                device="cpu")
     except ValueError as error:
         return {**row, "score": np.nan, "dropped": setting.repeats, "error": str(error),
                 "seconds_per_repeat": (time.perf_counter() - started) / setting.repeats}
@@ -122,7 +91,7 @@ def score_pair(pair: Pair, setting: Setting) -> dict[str, Any]:
             "error": ""}
 
 
-def _score_task(task: tuple[Pair, Setting]) -> dict[str, Any]:
+def _score_task(task: tuple[Pair, OTCESettings]) -> dict[str, Any]:
     return score_pair(*task)
 
 
@@ -130,7 +99,7 @@ def read_scores(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"model": "string", "target": "string"}) if Path(path).exists() else pd.DataFrame()
 
 
-def rescore(pairs: Iterable[Pair], settings: Iterable[Setting], out: Path, workers: int = 2,
+def rescore(pairs: Iterable[Pair], settings: Iterable[OTCESettings], out: Path, workers: int = 2,
             log: Any = None) -> pd.DataFrame:
     """Score every (pair, setting) missing from ``out`` (a CSV, appended row by row); return every row of ``out``.
 

@@ -27,7 +27,8 @@ import pandas as pd
 
 from otce_ray.validation.analysis import seed_table
 from otce_ray.validation.choice import CHOICE, candidates, read_choice, write_choice
-from otce_ray.validation.grid import SCORES, Setting, grid, read_scores, rescore
+from otce_ray.scoring.settings import OTCESettings
+from otce_ray.validation.grid import SCORES, grid, read_scores, rescore
 from otce_ray.validation.harness import pairs, run_seed, seed_dir
 from otce_ray.validation.plan import EXPERIMENTS, INTRA, Plan
 from otce_ray.validation.report import write_report
@@ -40,7 +41,7 @@ PROBE_TARGET = "gamma"  # where the paper's estimators are timed at N = 10,000
 LARGE_N_SEEDS = SELECTION_SEEDS[:1]
 
 
-def selection_grid(seed: int) -> list[tuple[tuple[str, ...], list[Setting], str | None]]:
+def selection_grid(seed: int) -> list[tuple[tuple[str, ...], list[OTCESettings], str | None]]:
     """(experiments, settings, only this target or None) re-scored on selection seed ``seed``."""
     blocks = [(EXPERIMENTS, grid(2000, 2), None)]
     if seed in LARGE_N_SEEDS:

@@ -15,11 +15,14 @@ import importlib.metadata
 import inspect
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from torch import nn
 
-from otce_ray.models.spec import ModelError, ModelSpec
+from otce_ray.models.errors import ModelError
+
+if TYPE_CHECKING:
+    from otce_ray.models.spec import ModelSpec
 
 INSTALL_HINT = "pip install 'otce-ray[zoo]'"
 

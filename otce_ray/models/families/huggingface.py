@@ -11,12 +11,15 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from torch import nn
 
 from otce_ray import fs
-from otce_ray.models.spec import ModelError, ModelSpec
+from otce_ray.models.errors import ModelError
+
+if TYPE_CHECKING:
+    from otce_ray.models.spec import ModelSpec
 
 HUB = "hf://"
 

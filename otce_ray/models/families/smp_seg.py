@@ -5,11 +5,13 @@ model's output; inputs must be a multiple of the encoder's output stride (32 for
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from torch import nn
 
-from otce_ray.models.spec import ModelSpec
+if TYPE_CHECKING:
+    from otce_ray.models.spec import ModelSpec
+
 
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN",
                  "UPerNet", "Segformer", "DPT")

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from torch import nn
 
-from otce_ray.models.spec import ModelSpec
+if TYPE_CHECKING:
+    from otce_ray.models.spec import ModelSpec
+
 
 # builder -> the module whose output is the feature map the classifier reads. DeepLabV3 and FCN heads end in
 # conv-bn-relu(-dropout) then a 1x1 classifier conv (index 4): index 3 is its input. LR-ASPP's classifier reads the

@@ -22,6 +22,7 @@ import numpy as np
 from otce_ray.scoring.baselines.features import class_moments
 from otce_ray.scoring.estimator import OTCEResult, otce_score
 from otce_ray.scoring.inputs import PixelSet, check_pair, pixel_set
+from otce_ray.scoring.settings import OTCESettings
 
 JC_OTCE_GAMMA = 0.5
 
@@ -40,24 +41,25 @@ def jc_otce(
     source_labels: Any,
     target_features: Any,
     target_labels: Any,
+    settings: OTCESettings | None = None,
     *,
     gamma: float = JC_OTCE_GAMMA,
     ignore_index: int | None = 255,
-    **otce_options: Any,
+    device: str = "auto",
+    **fields: Any,
 ) -> OTCEResult:
     """JC-OTCE of a source model to a target task: -H(Yt | Ys) under the OT plan of the joint feature-label cost.
 
-    Same inputs, options (``otce_options`` go to ``otce_score``: n_pixels, repeats, solver, epsilon, seed, device,
-    ...) and result as ``otce_score``; higher is more transferable. The class embeddings are computed over all the
-    valid pixels given, before ``otce_score`` samples them.
+    Same inputs, settings and result as ``otce_score``; higher is more transferable. The default settings keep the
+    features as given (``standardise=False``: z-scoring the augmented columns would undo gamma). The class
+    embeddings are computed over all the valid pixels given, before each repeat samples them.
     """
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma: expected a weight in [0, 1], got {gamma!r}")
     source = pixel_set(source_features, source_labels, ignore_index, "source")
     target = pixel_set(target_features, target_labels, ignore_index, "target")
     check_pair(source, target)
-    # As published: the joint cost on the features as given (z-scoring the augmented columns would undo gamma).
     return otce_score(
         _augmented(source, gamma), source.classes.numpy(), _augmented(target, gamma), target.classes.numpy(),
-        ignore_index=None, **{"standardise": False, **otce_options},
+        settings or OTCESettings(standardise=False), ignore_index=None, device=device, **fields,
     )
