@@ -12,64 +12,19 @@ on (the leakage-free protocol, :mod:`otce_ray.zoo.truth`), so the closing correl
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from typing import Any
 
 import pandas as pd
 
 from otce_ray.config import parse_config
-from otce_ray.datasets.synth import CITY_NAMES, DOMAINS, write_benchmark
-from otce_ray.datasets.synth.writer import MANIFEST
+from otce_ray.datasets.synth import DOMAINS
 from otce_ray.evaluation import evaluate_to
 from otce_ray.evaluation.across_targets import replicate_reliability
-from otce_ray.zoo import GROUND_TRUTH, read_zoo, zoo_models
-from otce_ray.zoo.truth import scored_target, stale_models
-
-
-def demo_config(out_dir: str, *, n_pixels: int = 2000, repeats: int = 5, pixels_per_image: int = 200) -> dict:
-    """The demo's run config as data (every path absolute), after making sure its benchmark is on disk.
-
-    Folders under ``out_dir``: ``benchmark`` (images), ``store`` (pixel stores), ``leaderboard`` (results).
-    """
-    out_dir = os.path.abspath(out_dir)
-    zoo = read_zoo()
-    benchmark = ensure_benchmark(os.path.join(out_dir, "benchmark"), zoo["benchmark"],
-                                 derived=[os.path.join(out_dir, "store"), os.path.join(out_dir, "leaderboard")])
-    return {
-        "store": os.path.join(out_dir, "store"),
-        "output": os.path.join(out_dir, "leaderboard"),
-        "target": scored_target(benchmark),
-        "models": zoo_models(benchmark),
-        "otce": {"n_pixels": n_pixels, "repeats": repeats, "seed": 0},
-        "extraction": {"pixels_per_image": pixels_per_image},  # num_gpus unset: one GPU per task when there is one
-        "baselines": {"n_pixels": n_pixels},
-    }
-
-
-def ensure_benchmark(root: str, settings: dict[str, Any], derived: list[str]) -> str:
-    """Write the benchmark of ``settings`` (write_benchmark's arguments) at ``root`` unless it is already there.
-
-    An existing benchmark is reused only when its ``benchmark.json`` records the same settings. One written with
-    other settings is deleted first (stale frames would otherwise be read with the new ones), and so are the
-    ``derived`` folders: stores and results keyed by dataset spec cannot tell that the images changed.
-    """
-    expected = {"seed": settings["seed"], "size": list(settings["size"]),
-                "images_per_city": settings["images_per_city"], "cities": list(CITY_NAMES[:settings["cities"]])}
-    manifest_path = os.path.join(root, MANIFEST)
-    if os.path.isfile(manifest_path):
-        with open(manifest_path) as file:
-            manifest = json.load(file)
-        found = {key: manifest.get(key) for key in ("seed", "size", "images_per_city")}
-        if {**found, "cities": list(manifest.get("cities", {}))} == expected:
-            return root
-        for folder in [root, *derived]:
-            shutil.rmtree(folder, ignore_errors=True)
-    print(f"writing the benchmark ({settings['cities']} cities x {settings['images_per_city']} images) to {root}")
-    write_benchmark(root, settings["cities"], settings["images_per_city"], tuple(settings["size"]), settings["seed"])
-    return root
+from otce_ray.zoo import GROUND_TRUTH
+from otce_ray.zoo.run_config import demo_config
+from otce_ray.zoo.truth import stale_models
 
 
 def run_demo(out_dir: str) -> int:

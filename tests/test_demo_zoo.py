@@ -15,12 +15,13 @@ from otce_ray.cli import build_parser
 from otce_ray.config import parse_config
 from otce_ray.datasets.synth import DOMAINS, FAMILIES
 from otce_ray.datasets import open_dataset
-from otce_ray.demo import demo_config, demo_table, ensure_benchmark, noise_ceiling_line
+from otce_ray.demo import demo_table, noise_ceiling_line
 from otce_ray.finetune import split_target
 from otce_ray.leaderboard import ModelResult, build_leaderboard
 from otce_ray.models import build_architecture
 from otce_ray.zoo import GROUND_TRUTH, ZOO_DIR, city_spec, read_zoo, zoo_models
-from otce_ray.zoo.truth import FINETUNE_SEEDS, SELECTION_SEED, SETTINGS, TRAIN_IMAGES, stale_models
+from otce_ray.zoo.run_config import SELECTION_SEED, TRAIN_IMAGES, demo_config, ensure_benchmark
+from otce_ray.zoo.truth import FINETUNE_SEEDS, SETTINGS, stale_models
 
 ZOO = read_zoo()
 SOURCES = {entry["source"]["cities"][0] for entry in ZOO["models"]}

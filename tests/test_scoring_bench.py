@@ -47,7 +47,7 @@ def test_bench_ot_prints_a_table_and_a_json_summary_last(capsys, monkeypatch):
 def test_the_stress_corpus_reports_convergence_passes_and_agreement(capsys, monkeypatch):
     """The bench's mechanics on a small corpus (tests/test_scoring_stress.py holds every case to POT): the cases
     up to the largest size run, three clouds each, and the summary is what the rows say."""
-    from otce_ray.scoring import stress
+    from otce_ray.bench import stress
 
     monkeypatch.setattr(stress, "BENCH_CORPUS", (("relu_flat", 300), ("duplicates", 200), ("relu_flat", 5000)))
     assert bench.main(sizes=[300], corpus="stress") == 0

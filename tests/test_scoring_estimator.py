@@ -16,7 +16,7 @@ from otce_ray.scoring.cost_scale import normalise
 from otce_ray.scoring.entropy import conditional_entropy
 from otce_ray.scoring.settings import DEFAULT_EPSILON
 from otce_ray.scoring.inputs import pixel_set, standardised
-from otce_ray.scoring.stress import stress_case
+from otce_ray.bench.stress import stress_case
 
 
 def _numbers(result) -> list[tuple]:

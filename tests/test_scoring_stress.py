@@ -13,7 +13,7 @@ from scoring_cases import one_torch_thread  # noqa: F401 (fixture)
 
 from otce_ray import otce_score
 from otce_ray.scoring.sinkhorn import DEFAULT_TOLERANCE
-from otce_ray.scoring.stress import BUILDERS, TEST_CORPUS, pot_reference, stress_case
+from otce_ray.bench.stress import BUILDERS, TEST_CORPUS, pot_reference, stress_case
 
 REPEATS = 3
 

@@ -2,7 +2,7 @@
 
 Two corpora. ``pixels`` (default): clustered pixel sets at ``--sizes``, ours against POT's fastest converging
 configuration, with seconds, passes and peak memory per size. ``stress``: the convergence stress corpus
-(``otce_ray.scoring.stress.BENCH_CORPUS``, the cases up to the largest of ``--sizes``), STRESS_SEEDS clouds per case,
+(``otce_ray.bench.stress.BENCH_CORPUS``, the cases up to the largest of ``--sizes``), STRESS_SEEDS clouds per case,
 each held to the tolerance, with POT's ``sinkhorn_log`` on the same cost as the reference up to REFERENCE_MAX_N.
 
 Each ``pixels`` solve runs in a fresh process so its peak memory is its own: on CPU the process's VmHWM above its
@@ -280,7 +280,7 @@ def _stress_run(case, tolerance: float, device: str) -> dict[str, Any]:
 def _stress(sizes: list[int], seed: int, kind: str, tolerance: float) -> dict[str, Any]:
     """The ``stress`` corpus: every case up to the largest size, STRESS_SEEDS clouds each, against POT's
     ``sinkhorn_log`` on the first cloud up to REFERENCE_MAX_N."""
-    from otce_ray.scoring.stress import BENCH_CORPUS, pot_reference, stress_case
+    from otce_ray.bench.stress import BENCH_CORPUS, pot_reference, stress_case
 
     print(f"# corpus stress, {STRESS_SEEDS} clouds per case (seeds {seed}..{seed + STRESS_SEEDS - 1}), "
           f"L1 marginal tolerance = {tolerance}, device {kind}; reference: POT sinkhorn_log float64 up to "

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from otce_ray import fs
+from otce_ray.scoring.baselines import BASELINES
 from otce_ray.evaluation.measures import (
     RESAMPLES,
     Measure,
@@ -27,8 +28,8 @@ from otce_ray.evaluation.measures import (
     weighted_kendall,
 )
 
-# Leaderboard columns that hold a transferability score: OTCE, its JC variant and the baselines of issue 6.
-METRICS = ("otce", "jc_otce", "leep", "nleep", "nce", "hscore", "hscore_shrinkage", "logme", "gbc", "transrate")
+# Leaderboard columns that hold a transferability score: OTCE and every baseline of the registry.
+METRICS = ("otce", *BASELINES)
 # Ground-truth measures on a log scale: top1_relative compares them as exp(value) (see measures.top1_relative).
 LOG_MEASURES = frozenset({"log_likelihood"})
 STATISTICS = ("pearson", "spearman", "kendall", "weighted_kendall", "top1_relative")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from otce_ray.datasets.synth import DOMAINS
 from otce_ray.evaluation import bootstrap, kendall, pearson
+from otce_ray.scoring.baselines import BASELINES
 from otce_ray.validation.grid import SCORES, read_scores
 from otce_ray.validation.harness import read_truth, seed_dir, target_dir
 from otce_ray.validation.plan import EXPERIMENTS, INTER, Plan
@@ -31,7 +32,6 @@ from otce_ray.evaluation.across_targets import (
     resampled_mean_correlation,
 )
 
-BASELINES = ("jc_otce", "leep", "nleep", "nce", "hscore", "hscore_shrinkage", "logme", "gbc", "transrate")
 MEASURES = ("log_likelihood", "miou", "pixel_accuracy")
 FAMILY = "family indicator"  # 1 when the source city's family is the target's: the reference line
 INDEX = ["seed", "experiment", "target", "model"]

@@ -17,8 +17,8 @@ import pandas as pd
 
 from otce_ray.evaluation import pearson
 from otce_ray.evaluation.across_targets import fisher_z_mean
+from otce_ray.scoring.baselines import BASELINES
 from otce_ray.validation.analysis import (
-    BASELINES,
     FAMILY,
     MEASURES,
     correlations,

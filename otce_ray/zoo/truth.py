@@ -1,7 +1,7 @@
 """The zoo's fine-tuning ground truth (``ground_truth.csv``), regenerated from the zoo's weights under the
 leakage-free protocol, and the check that it still belongs to them.
 
-The demo scores the zoo on :func:`scored_target` (20 seeded target images); the ground truth fine-tunes every model
+The demo scores the zoo on ``otce_ray.zoo.run_config.scored_target`` (20 seeded target images); the ground truth fine-tunes every model
 on exactly those images, once per seed of ``FINETUNE_SEEDS``, and evaluates on the target's other images. The file
 holds the mean over the seeds (``log_likelihood``, ``miou``, ``pixel_accuracy``), each seed's log-likelihood (for
 the noise ceiling) and the SHA-256 of the checkpoint each row was measured on, so weights retrained without
@@ -14,23 +14,15 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from otce_ray.finetune import FineTuneSettings, training_target
-from otce_ray.zoo import GROUND_TRUTH, ZOO_DIR, city_spec, read_zoo
+from otce_ray.finetune import FineTuneSettings
+from otce_ray.zoo import GROUND_TRUTH, ZOO_DIR, read_zoo
+from otce_ray.zoo.run_config import demo_config
 
-TRAIN_IMAGES = 20
-SELECTION_SEED = 0  # picks the 20 target images, for scoring and fine-tuning alike
 FINETUNE_SEEDS = (0, 1, 2)
 SETTINGS = FineTuneSettings(eval_images=20)  # the benchmark's 40 target frames: 20 to train, the other 20 to test
-
-
-def scored_target(benchmark_root: str, folder: str | os.PathLike = ZOO_DIR) -> dict[str, Any]:
-    """The zoo target as the demo scores it: only the images fine-tuning trains on."""
-    target = {**city_spec(read_zoo(folder)["target"], os.path.abspath(benchmark_root)), "seed": SELECTION_SEED}
-    return training_target(target, TRAIN_IMAGES)
 
 
 def checkpoint_digests(folder: str | os.PathLike = ZOO_DIR) -> dict[str, str]:
@@ -62,7 +54,6 @@ def regenerate(out: str | os.PathLike = GROUND_TRUTH, work: str | None = None) -
     import tempfile
 
     from otce_ray.config import parse_config
-    from otce_ray.demo import demo_config
     from otce_ray.finetune import ground_truth
 
     with tempfile.TemporaryDirectory(prefix="otce-zoo-truth-") as scratch:
