@@ -48,7 +48,7 @@ def _score(args: argparse.Namespace) -> int:
     from otce_ray.pipeline import run
 
     config = load_config(args.config)
-    board = run(config, progress=not args.quiet)
+    board = run(config, progress=not args.quiet, overwrite=args.overwrite)
     print(leaderboard_markdown(board))
     print(f"leaderboard written to {config.output}")
     return 0 if (board["status"] == "ok").any() else 1
@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="extract what is missing, score every model, write the leaderboard")
     score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--overwrite", action="store_true",
+                       help="write into an output that holds the results of a run with other settings")
     score.set_defaults(handler=_score)
     demo = commands.add_parser("demo", help="score the shipped zoo on the procedural benchmark (local Ray, ~2 min)")
     demo.add_argument("--out", default="otce-demo", help="folder for the benchmark, stores and leaderboard")
@@ -226,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"otce-ray: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("otce-ray: interrupted; every model result finished so far is recorded: run the same command again to "
+              "resume where it stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -202,16 +202,44 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+MAX_YAML_VALUES = 100_000  # values a config may hold once its aliases are expanded: far beyond any real zoo's
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias in it is expanded (an alias re-uses its anchor's node,
+    so a node is measured once: an alias bomb is measured in linear time, not expanded)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a node that contains itself (an anchor inside its own value) is counted once
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
 def _read_yaml(path: str) -> tuple[Any, str | None]:
-    """(data, None), or (None, why) when the file cannot be read or parsed."""
+    """(data, None), or (None, why) when the file cannot be read or parsed, or its aliases expand beyond
+    ``MAX_YAML_VALUES`` values (a "billion laughs" file would keep the checker busy for hours)."""
     try:
         text = fs.read_bytes(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return None, f"cannot read {path!r}: {error}"
+    loader = _StrictLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader), None
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            return None, (f"{path!r} expands to more than {MAX_YAML_VALUES:,} values through its YAML aliases (an "
+                          "alias bomb?); write the repeated parts out or use fewer nested aliases")
+        return (loader.construct_document(node) if node is not None else None), None
     except yaml.YAMLError as error:
         return None, f"{path!r} is not valid YAML: {_one_line(error)}"
+    except RecursionError:
+        return None, f"{path!r} nests deeper than YAML can be read"
+    finally:
+        loader.dispose()
 
 
 def _one_line(error: yaml.YAMLError) -> str:

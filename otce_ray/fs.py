@@ -66,13 +66,26 @@ def s3_filesystem(bucket: str) -> pafs.S3FileSystem:
     return _s3_filesystem(endpoint, region)
 
 
+def dot_segment(uri: str) -> str | None:
+    """Why an S3 URI must be refused: a ``.`` or ``..`` segment, which S3 keys keep literally (a listing never finds
+    what such a write stored, and a client that normalises it reads or writes outside the prefix), or None."""
+    segments = uri[len("s3://"):].split("/")
+    if any(segment in (".", "..") for segment in segments):
+        return f"S3 URI {uri!r} has a '.' or '..' segment; S3 keys are not paths: give the prefix as it is meant"
+    return None
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return ``(filesystem, path)`` for a local path or ``s3://bucket/key`` URI.
 
-    The returned path is what the filesystem expects: ``bucket/key`` for S3, an absolute path locally.
+    The returned path is what the filesystem expects: ``bucket/key`` for S3, an absolute path locally. An S3 URI
+    with a ``.`` or ``..`` segment is a ValueError (``dot_segment``).
     """
     uri = str(uri)
     if is_s3(uri):
+        refused = dot_segment(uri)
+        if refused:
+            raise ValueError(refused)
         path = uri[len("s3://"):].rstrip("/")
         return s3_filesystem(path.split("/", 1)[0]), path
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
@@ -127,6 +140,15 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
+
+
+def delete(uri: str) -> None:
+    """Remove one file (local or S3); a file already gone is fine."""
+    filesystem, path = resolve(uri)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def list_stamped(uri: str) -> dict[str, tuple[int, int]]:

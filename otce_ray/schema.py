@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from otce_ray import fs
+
 # --- problems and key paths --------------------------------------------------------------------------------------
 
 
@@ -222,12 +224,16 @@ class Pattern(Scalar):
         return self.description
 
 
+MAX_NAME = 128  # characters: a name is a file name on every store (255 bytes at most, less a temp-file suffix)
+
+
 class Name(Pattern):
-    """A model or dataset name: it becomes a folder or file name in stores and outputs, so only safe characters."""
+    """A model or dataset name: it becomes a folder or file name in stores and outputs, so only safe characters, and
+    not so many that a file name built from it (``{name}.json.tmp-PID``) could exceed a filesystem's limit."""
 
     def __init__(self) -> None:
-        super().__init__(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a name of letters, digits, '.', '_', '-' (it becomes a "
-                                                        "folder name)")
+        super().__init__(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}",
+                         f"a name of at most {MAX_NAME} letters, digits, '.', '_', '-' (it becomes a folder name)")
 
     def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
         if not Text().is_satisfied_by(value):  # an empty name is told as such, not as a malformed one
@@ -252,6 +258,8 @@ class Location(Text):
             if not _BUCKET.fullmatch(bucket) or ".." in bucket:
                 problems = [Problem((), f"malformed S3 URI {value!r}: bucket {bucket!r} must be 3-63 lowercase "
                                         "letters, digits, '.', '-'")]
+            elif fs.dot_segment(value):
+                problems = [Problem((), fs.dot_segment(value))]
         if not problems and resolve is not None:
             value, text = resolve(self, value)
             problems = [Problem((), text)] if text else []

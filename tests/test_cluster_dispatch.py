@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from otce_ray import fs
-from otce_ray.cluster import Cluster, Tasks, drive
+from otce_ray.cluster import Cluster, Tasks, TaskTimeout, drive
 
 
 def _remote(ray):
@@ -53,16 +53,19 @@ def test_tasks_respect_their_cap_and_every_call_ends_in_done_or_failed(ray_local
     assert stats.calls["test"] == 8 and stats.failures["test"] == 1 and stats.stuck == []
 
 
-def test_a_call_running_far_too_long_is_reported_and_still_awaited(ray_local, caplog):
+def test_a_call_past_its_time_limit_is_cancelled_and_failed_while_the_others_finish(ray_local, caplog):
     remote_sleep, _ = _remote(ray_local)
-    done = {}
-    items = [("slow", lambda: remote_sleep.remote(2.5, 7), "the slow task")]
+    done, failed = {}, {}
+    items = [("hung", lambda: remote_sleep.remote(600, 7), "the hung task"),
+             ("quick", lambda: remote_sleep.remote(0.1, 8), "the quick task")]
+    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="otce_ray"):
-        stats = drive([Tasks("test", items, lambda: 1, done.__setitem__, pytest.fail)], stuck_seconds=1.0,
+        stats = drive([Tasks("test", items, lambda: 2, done.__setitem__, failed.__setitem__)], stuck_seconds=2.0,
                       poll_seconds=0.1)
-    assert done == {"slow": 7}
-    assert len(stats.stuck) == 2  # after 1 s and after 2 s: each report waits until the call's age has doubled
-    assert stats.stuck[0].startswith("the slow task: still running after") and "the slow task" in caplog.text
+    assert time.monotonic() - started < 30  # not 600 s: the hung call was cancelled
+    assert done == {"quick": 8} and list(failed) == ["hung"] and isinstance(failed["hung"], TaskTimeout)
+    assert str(failed["hung"]) == "the hung task: no result after 2 s (cluster.stuck_task_seconds): cancelled"
+    assert stats.stuck == [str(failed["hung"])] and stats.failures["test"] == 1 and "the hung task" in caplog.text
 
 
 def test_the_cluster_view_defaults_every_missing_resource(ray_local):

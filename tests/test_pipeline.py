@@ -14,6 +14,7 @@ from otce_ray.config import parse_config
 from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
+from otce_ray.pipeline.preflight import OutputError
 from otce_ray.scoring.baselines import BASELINES
 from otce_ray.scoring.estimator import otce_score
 from otce_ray.store import manifest_uri, read_pixels
@@ -121,7 +122,9 @@ def test_rerun_resumes_without_recomputing_finished_models(ray_local, benchmark,
 def test_changed_settings_invalidate_recorded_results(ray_local, benchmark, tmp_path):
     models = [_model(benchmark, "unet_alpha", "unet", 0)]
     run(_config(tmp_path, benchmark, models, n_pixels=200), progress=False)
-    board = run(_config(tmp_path, benchmark, models, n_pixels=150), progress=False)
+    with pytest.raises(OutputError, match=r"holds the results of a run with other settings \(otce differ"):
+        run(_config(tmp_path, benchmark, models, n_pixels=150), progress=False)  # refused before any work
+    board = run(_config(tmp_path, benchmark, models, n_pixels=150), progress=False, overwrite=True)
     assert list(board["n_source"]) == [150] and board["estimator"][0].endswith("N 150, K 3")
 
 

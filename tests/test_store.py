@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -13,12 +15,15 @@ from otce_ray.store import (
     StoreError,
     complete_keys,
     manifest_uri,
+    missing_parts,
     part_metadata,
     part_uri,
     pixel_table,
     read_manifest,
     read_pixels,
     read_samples,
+    set_aside,
+    write_manifest,
     write_part,
 )
 from otce_ray.store.parts import ROW_GROUP_ROWS
@@ -33,7 +38,7 @@ def test_schema_types_and_metadata(tmp_path):
     assert table.schema.field("logits").type == pa.list_(pa.float16(), 3)
     uri = str(tmp_path / "part-00000.parquet")
     write_part(uri, table)
-    assert part_metadata(uri) == {"key": "abc", "model": "m"}
+    assert part_metadata(uri) == {"key": "abc", "model": "m", "feature_exponent": 10, "logit_exponent": 12}
     assert pq.read_table(uri).num_rows == 10
     assert part_metadata(str(tmp_path / "absent.parquet")) is None
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
@@ -107,7 +112,7 @@ def test_samples_read_together_hold_the_stored_dtype_and_no_provenance(tmp_path)
     assert together.pixels.features.dtype == np.float16 and together.pixels.image_ids is None
     rows = len(together.pixels)
     width = together.pixels.features.shape[1] + together.pixels.logits.shape[1]
-    assert together.nbytes == rows * (2 * width + 8) + together.held.nbytes
+    assert together.nbytes == rows * (2 * width + 8 + 2) + together.held.nbytes  # 2: the row's part exponents
 
 
 def test_samples_read_together_are_those_read_one_by_one(tmp_path, monkeypatch):
@@ -185,7 +190,8 @@ def test_s3_round_trip(s3_bucket):
     store = f"s3://{s3_bucket}/stores/run1"
     total = write_store(store, [120, 80], dtype="float16")
     assert complete_keys(store, "ds", "m") == ["k1"]
-    assert part_metadata(part_uri(store, "ds", "m", "k1", 1)) == {"key": "k1", "rows": 80}
+    metadata = part_metadata(part_uri(store, "ds", "m", "k1", 1))
+    assert metadata == {"key": "k1", "rows": 80, "feature_exponent": 6, "logit_exponent": metadata["logit_exponent"]}
     pixels = read_pixels(store, "ds", "m", sample=50, seed=1)
     assert len(pixels) == 50 and pixels.features.shape == (50, 6)
     np.testing.assert_array_equal(read_pixels(store, "ds", "m").features[:, 0], np.arange(total))
@@ -209,9 +215,9 @@ def test_a_truncated_part_is_an_error_naming_the_part_and_the_store(tmp_path):
     write_store(store, [300, 200], dataset="ds")
     part = sorted((tmp_path / "ds" / "m" / "k1").glob("part-*.parquet"))[1]
     part.write_bytes(part.read_bytes()[:100])
-    with pytest.raises(StoreError, match=r"pixel store .*ds/m/k1: cannot read part .*part-00001\.parquet .*delete "
-                                         r".*_manifest\.json"):
+    with pytest.raises(StoreError, match=r"pixel store .*ds/m/k1: cannot read part .*part-00001\.parquet ") as caught:
         read_pixels(store, "ds", "m")
+    assert caught.value.damaged == str(tmp_path / "ds" / "m" / "k1")  # a run sets it aside and extracts it again
     with pytest.raises(StoreError, match="part-00001.parquet"):
         read_samples(store, "ds", "m", [(100, 1)])
 
@@ -223,3 +229,64 @@ def test_a_sample_can_leave_the_logits_behind(tmp_path):
     assert loaded.sample(100, 1).logits is not None and loaded.sample(100, 1, with_logits=False).logits is None
     whole = loaded.sample(500, 2, with_logits=False)
     assert whole.logits is None and len(whole.features) == 500
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e6])
+def test_float16_parts_keep_features_of_any_magnitude(tmp_path, scale):
+    """Each float16 part is stored times a power of two: values of any scale keep float16's relative precision (no
+    underflow to zero at 1e-8, no overflow at 1e6), and read back in the model's own units."""
+    data = columns(400, seed=3)
+    data["features"] = data["features"][:, 1:] * np.float32(scale)  # normal values, no exact integers
+    data["logits"] = data["logits"] * np.float32(scale)
+    table = pixel_table(**data, metadata={"key": "k"}, feature_dtype="float16")
+    write_part(part_uri(str(tmp_path), "ds", "m", "k", 0), table)
+    write_manifest(str(tmp_path), "ds", "m", {"key": "k", "feature_dim": 5, "logit_dim": 3, "rows": 400,
+                                              "images": 4, "parts": [{"file": "part-00000.parquet", "rows": 400}]})
+    pixels = read_pixels(str(tmp_path), "ds", "m")
+    for stored, written in ((pixels.features, data["features"]), (pixels.logits, data["logits"])):
+        assert stored.dtype == np.float32 and np.count_nonzero(stored) == stored.size
+        np.testing.assert_allclose(stored, written, rtol=2**-10, atol=float(np.abs(written).max()) * 2**-24)
+    sampled = read_samples(str(tmp_path), "ds", "m", [(100, 5)]).sample(100, 5)
+    np.testing.assert_array_equal(sampled.features, read_pixels(str(tmp_path), "ds", "m", sample=100, seed=5).features)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda manifest: manifest.pop("rows"), r"not a valid manifest \(missing or malformed: rows\)"),
+    (lambda manifest: manifest["parts"][0].pop("rows"), r"not a valid manifest \(missing or malformed: parts\[\]\.file/rows\)"),
+    (lambda manifest: manifest.update(rows=1), r"its parts count 12 rows, it says 1"),
+])
+def test_a_manifest_missing_a_field_is_an_error_naming_the_file_and_the_field(tmp_path, damage, problem):
+    write_store(str(tmp_path), [5, 7])
+    uri = manifest_uri(str(tmp_path), "ds", "m", "k1")
+    manifest = json.loads(open(uri).read())
+    damage(manifest)
+    open(uri, "w").write(json.dumps(manifest))
+    with pytest.raises(StoreError, match=re.escape(uri) + ": " + problem) as caught:
+        read_manifest(str(tmp_path), "ds", "m", "k1")
+    assert caught.value.damaged == os.path.dirname(uri)
+
+
+def test_a_manifest_is_written_only_over_parts_that_are_in_place(tmp_path):
+    write_store(str(tmp_path), [5, 7])
+    uri = manifest_uri(str(tmp_path), "ds", "m", "k1")
+    manifest = json.loads(open(uri).read())
+    os.remove(uri)
+    os.remove(part_uri(str(tmp_path), "ds", "m", "k1", 1))
+    with pytest.raises(StoreError, match=r"not marked complete: part part-00001.parquet is missing"):
+        write_manifest(str(tmp_path), "ds", "m", manifest)
+    assert not os.path.exists(uri) and complete_keys(str(tmp_path), "ds", "m") == []
+    wrong = {**manifest, "parts": [{**manifest["parts"][0], "rows": 6}], "rows": 6}
+    with pytest.raises(StoreError, match=r"part part-00000.parquet holds 5 rows, the manifest counts 6"):
+        write_manifest(str(tmp_path), "ds", "m", wrong)
+
+
+def test_a_damaged_store_set_aside_is_incomplete_and_says_why(tmp_path):
+    write_store(str(tmp_path), [5, 7])
+    where = os.path.dirname(manifest_uri(str(tmp_path), "ds", "m", "k1"))
+    assert missing_parts(where, read_manifest(str(tmp_path), "ds", "m", "k1")) == []
+    os.remove(part_uri(str(tmp_path), "ds", "m", "k1", 0))
+    assert missing_parts(where, read_manifest(str(tmp_path), "ds", "m", "k1")) == ["part-00000.parquet"]
+    set_aside(where, "part part-00000.parquet is missing")
+    assert complete_keys(str(tmp_path), "ds", "m") == [] and read_manifest(str(tmp_path), "ds", "m", "k1") is None
+    record = json.loads(open(os.path.join(where, "_damaged.json")).read())
+    assert record["reason"] == "part part-00000.parquet is missing" and '"rows": 12' in record["manifest"]

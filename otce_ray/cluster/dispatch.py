@@ -2,13 +2,16 @@
 
 Each kind of work is a :class:`Source` that submits what may start now under its own cap and is told how each call
 ended. The loop only waits, with a timeout, on the calls in flight, so it never blocks on one call while others
-finish, notices sources whose queued work cannot start yet (workers waiting for the autoscaler), and reports calls
-that have run far longer than expected. Nothing here knows what a call computes.
+finish, and notices sources whose queued work cannot start yet (workers waiting for the autoscaler). A call that
+runs past its time limit (a model whose forward never returns) is cancelled and told to its source as failed with
+``TaskTimeout``, so one hung call never holds a run: the source fails what it was for and frees what it held (an
+extraction worker is killed and replaced). Nothing here knows what a call computes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -19,7 +22,24 @@ import ray
 logger = logging.getLogger("otce_ray")
 POLL_SECONDS = 0.5  # longest a wait blocks before the sources are asked again what may start
 GET_SECONDS = 300.0  # a ready result is fetched within this (it may live on another node)
-STUCK_SECONDS = 900.0  # a call in flight longer is reported, and again each time its age doubles
+STUCK_SECONDS = 3600.0  # a call in flight longer is cancelled
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(error: BaseException) -> str:
+    """A failed call's error as one line for a result row (``Type: message``): a Ray task error by the exception it
+    wraps, its colour codes and traceback left out. Callers log the whole error; a row should read as a sentence."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line.strip() for line in _ANSI.sub("", str(cause)).splitlines() if line.strip()]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return lines[-1]  # the raise line of a traceback that came as text: "ValueError: ..."
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+
+
+class TaskTimeout(TimeoutError):
+    """A call that gave no result within its time limit; it has been cancelled (a normal task's worker is killed)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +63,7 @@ class Source(Protocol):
         """A call returned ``value``."""
 
     def failed(self, key: Any, error: BaseException) -> None:
-        """A call raised, or its worker or object was lost."""
+        """A call raised, its worker or object was lost, or it ran past its time limit (``TaskTimeout``)."""
 
     def idle(self) -> bool:
         """Nothing queued: every call the source will ever make has been made."""
@@ -51,7 +71,7 @@ class Source(Protocol):
 
 @dataclass
 class DispatchStats:
-    """What the loop saw: calls per source, and the reports of calls that ran very long."""
+    """What the loop saw: calls per source, and the calls cancelled for running past their time limit."""
 
     calls: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
@@ -68,14 +88,14 @@ class _Flight:
     source: Source
     call: Call
     started: float
-    report_at: float
 
 
 def drive(sources: Sequence[Source], *, stuck_seconds: float = STUCK_SECONDS,
           poll_seconds: float = POLL_SECONDS) -> DispatchStats:
     """Run every source to the end: submit, wait (bounded), hand back results, until all are idle and none in flight.
 
-    A source that raises from its own callbacks ends the run (that is a bug, not a failed call).
+    A call in flight longer than ``stuck_seconds`` is cancelled and failed with ``TaskTimeout``. A source that
+    raises from its own callbacks ends the run (that is a bug, not a failed call).
     """
     stats = DispatchStats()
     flights: dict[ray.ObjectRef, _Flight] = {}
@@ -83,7 +103,7 @@ def drive(sources: Sequence[Source], *, stuck_seconds: float = STUCK_SECONDS,
         now = time.monotonic()
         for source in sources:
             for call in source.start():
-                flights[call.ref] = _Flight(source, call, now, now + stuck_seconds)
+                flights[call.ref] = _Flight(source, call, now)
                 stats.calls[source.name] += 1
         stats.peak_in_flight = max(stats.peak_in_flight, len(flights))
         if not flights:
@@ -100,7 +120,22 @@ def drive(sources: Sequence[Source], *, stuck_seconds: float = STUCK_SECONDS,
                 flight.source.failed(flight.call.key, error)
             else:
                 flight.source.done(flight.call.key, value)
-        _report_stuck(flights.values(), stats)
+        for ref in [ref for ref, flight in flights.items() if time.monotonic() - flight.started >= stuck_seconds]:
+            _expire(flights.pop(ref), stuck_seconds, stats)
+
+
+def _expire(flight: _Flight, limit: float, stats: DispatchStats) -> None:
+    """Cancel a call past its time limit and fail it at its source. A normal task's worker is killed (``force``);
+    an actor call cannot be cancelled so, and its source kills the actor."""
+    message = f"{flight.call.what}: no result after {limit:.0f} s (cluster.stuck_task_seconds): cancelled"
+    logger.warning(message)
+    stats.stuck.append(message)
+    try:
+        ray.cancel(flight.call.ref, force=True)
+    except (ValueError, TypeError):  # an actor call: force-cancelling one is not supported
+        pass
+    stats.failures[flight.source.name] += 1
+    flight.source.failed(flight.call.key, TaskTimeout(message))
 
 
 def _ready(refs: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:
@@ -110,18 +145,6 @@ def _ready(refs: list[ray.ObjectRef], timeout: float) -> list[ray.ObjectRef]:
         return first
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
     return ready or first
-
-
-def _report_stuck(flights: Iterable[_Flight], stats: DispatchStats) -> None:
-    now = time.monotonic()
-    for flight in flights:
-        if now >= flight.report_at:
-            age = now - flight.started
-            message = (f"{flight.call.what}: still running after {age / 60:.0f} min (a stuck task? it keeps its "
-                       "place; Ray retries it if its worker dies)")
-            logger.warning(message)
-            stats.stuck.append(message)
-            flight.report_at = now + age  # next report when its age has doubled
 
 
 class Tasks:

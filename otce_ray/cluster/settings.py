@@ -38,14 +38,16 @@ SCORING_RULES = (Rule(("device", "num_gpus"), _cuda_needs_gpus),)
 @dataclass(frozen=True)
 class ClusterSettings:
     """How long the driver waits: work that cannot start for lack of resources fails after ``resource_wait_seconds``
-    (an autoscaler adds nodes in minutes); a task running longer than ``stuck_task_seconds`` is reported."""
+    (an autoscaler adds nodes in minutes); a call running longer than ``stuck_task_seconds`` is cancelled and what it
+    was for fails (``otce_ray.cluster.dispatch``)."""
 
     resource_wait_seconds: float = declared(Interval(Real, 0, MAX_SECONDS, closed="right"), 3600.0,
                                             "extraction that cannot start for lack of resources (no node can host a "
                                             "worker) fails its models after this long")
-    stuck_task_seconds: float = declared(Interval(Real, 0, MAX_SECONDS, closed="right"), 900.0,
-                                         "a Ray call running longer is reported (a warning, and in `run.json`), "
-                                         "again each time its age doubles")
+    stuck_task_seconds: float = declared(Interval(Real, 0, MAX_SECONDS, closed="right"), 3600.0,
+                                         "a Ray call (an image shard's extraction, a repeat, a fine-tuning) that "
+                                         "gives no result in this long is cancelled and its model fails (reported "
+                                         "in `run.json`); raise it for very slow models")
 
     def __post_init__(self) -> None:
         check_record(self)

@@ -16,6 +16,8 @@ from otce_ray.datasets.spec import DatasetError
 
 # Single-channel modes whose pixel values are the raw labels ("P": palette indices, as in GTA5 masks).
 _MASK_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}
+# Greyscale modes wider than 8 bits (Pillow opens 16-bit greyscale PNG and TIFF as one of these).
+_WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 def _open(uri: str) -> Image.Image:
@@ -39,8 +41,24 @@ def _open(uri: str) -> Image.Image:
 
 
 def read_image(uri: str) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array; grey or palette images are expanded, alpha is dropped."""
-    return np.array(_open(uri).convert("RGB"))
+    """An (H, W, 3) uint8 RGB array; grey or palette images are expanded, alpha is dropped.
+
+    16-bit greyscale images are brought to 8 bits by value / 257 (rounded), so an 8-bit image saved as 16-bit
+    (value x 257) reads back as its original; Pillow's own conversion would clip every value above 255 to white.
+    (Pillow already reads 16-bit RGB as 8-bit RGB this way.) Floating-point images have no agreed range: refused.
+    """
+    image = _open(uri)
+    if image.mode in _WIDE_GREY:
+        values = np.array(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DatasetError(f"{uri}: {image.mode} image with values outside 0-65535: not an image bit depth "
+                               "otce-ray reads (save it as 8- or 16-bit)", uri=uri)
+        grey = np.rint(values / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise DatasetError(f"{uri}: floating-point image (mode F) has no agreed value range; save it as 8- or "
+                           "16-bit", uri=uri)
+    return np.array(image.convert("RGB"))
 
 
 def read_mask(uri: str) -> np.ndarray:

@@ -38,14 +38,18 @@ COLUMNS = ("metric", "measure", "n_models",
 
 
 def read_table(uri: str) -> pd.DataFrame:
-    """A CSV or Parquet file (by extension), local or s3://; model names stay strings."""
-    data = io.BytesIO(fs.read_bytes(uri))
+    """A CSV or Parquet file (by extension), local or s3://; model names stay the strings they are (a model named
+    ``NA``, ``null`` or ``None`` is that model, not a missing value)."""
+    raw = fs.read_bytes(uri)
     suffix = str(uri).lower().rsplit(".", 1)[-1]
     if suffix == "parquet":
-        return pd.read_parquet(data)
-    if suffix == "csv":
-        return pd.read_csv(data, dtype={"model": "string"})
-    raise ValueError(f"{uri}: expected a .csv or .parquet file")
+        return pd.read_parquet(io.BytesIO(raw))
+    if suffix != "csv":
+        raise ValueError(f"{uri}: expected a .csv or .parquet file")
+    table = pd.read_csv(io.BytesIO(raw), dtype={"model": "string"})
+    if "model" in table.columns:
+        table["model"] = pd.read_csv(io.BytesIO(raw), usecols=["model"], dtype="string", keep_default_na=False)
+    return table
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from otce_ray import fs
 from otce_ray.evaluation.evaluate import STATISTICS, evaluate, join_ground_truth
 from otce_ray.leaderboard.render import html_page
+from otce_ray.leaderboard.writers import csv_bytes
 
 LEGEND = (
     "Each row asks how well a metric computed before fine-tuning predicts the fine-tuned ground truth over the "
@@ -112,7 +113,7 @@ def write_report(out: str, evaluation: pd.DataFrame, merged: pd.DataFrame) -> li
     ``merged`` is ``join_ground_truth``'s frame (model, metric columns, measure) that ``evaluation`` was computed on.
     """
     images = {str(row["metric"]): scatter_png(merged, row) for _, row in evaluation.iterrows()}
-    contents = {"evaluation.csv": evaluation.to_csv(index=False).encode()}
+    contents = {"evaluation.csv": csv_bytes(evaluation)}
     contents.update((scatter_name(metric), png) for metric, png in images.items())
     contents["evaluation.html"] = evaluation_html(evaluation, images).encode()
     uris = []

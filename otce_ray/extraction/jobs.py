@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import ray
 
-from otce_ray.cluster.dispatch import Call
+from otce_ray.cluster.dispatch import Call, TaskTimeout, one_line
 from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.planning import ExtractionSummary, StorePlan
 from otce_ray.extraction.pool import Worker, WorkerPool, wait_message
@@ -107,7 +107,7 @@ class ExtractionJobs:
         for worker in self.pool.free():
             while self._queued and worker.busy < self.pool.settings.concurrency:
                 calls.append(self._send(worker, *self._take(worker.model)))
-        if not self._queued and not self._running:
+        if not self._queued:  # idle workers free their CPU or GPU for scoring, even while other shards still run
             self.pool.retire_idle()
         return calls
 
@@ -126,8 +126,9 @@ class ExtractionJobs:
     def failed(self, key: tuple, error: BaseException) -> None:
         if key[0] == "manifest":
             summary = key[1]
-            cause = getattr(error, "cause", None) or error
-            summary.status, summary.error = "failed", f"model {summary.model!r}: cannot write manifest: {cause}"
+            logger.warning("model %r: manifest of %r not written: %s", summary.model, summary.dataset, error)
+            summary.status = "failed"
+            summary.error = f"model {summary.model!r}: cannot write manifest: {one_line(error)}"
             self.on_store(summary)
             return
         if key[0] == "ready":  # never started: its node went away, it was retired, or it cannot be built
@@ -138,6 +139,10 @@ class ExtractionJobs:
             return
         _, index, job, shard = key
         self._release(index, job)
+        if isinstance(error, TaskTimeout):  # a hung forward: its worker is killed (and replaced), its model fails
+            self.pool.lose(index)
+            self._record(job, ShardResult(shard, "failed", error=f"model {job.model!r}: {error}"))
+            return
         if isinstance(error, LOST_WORKER):
             self.pool.lose(index)
             job.attempts[shard] += 1
@@ -146,9 +151,10 @@ class ExtractionJobs:
                                shard, job.request.dataset, type(error).__name__, job.attempts[shard], self.max_retries)
                 self._requeue(job, shard)
                 return
-            message = f"model {job.model!r}: shard {shard} task lost: {type(error).__name__}: {error}"
+            message = f"model {job.model!r}: shard {shard} task lost: {one_line(error)}"
         else:
-            message = f"model {job.model!r}: shard {shard} of {job.request.dataset!r}: {type(error).__name__}: {error}"
+            logger.warning("model %r: shard %d of %r failed: %s", job.model, shard, job.request.dataset, error)
+            message = f"model {job.model!r}: shard {shard} of {job.request.dataset!r}: {one_line(error)}"
         self._record(job, ShardResult(shard, "failed", error=message))
 
     # --- queue ------------------------------------------------------------------------------------------------------

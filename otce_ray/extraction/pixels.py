@@ -17,7 +17,6 @@ from otce_ray.extraction.decode import Stopwatch
 from otce_ray.extraction.sampling import pixel_rng, sample_map, sample_pixels
 from otce_ray.models import LoadedModel, ModelError
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 T = TypeVar("T")
 
 
@@ -47,12 +46,11 @@ def extract_pixels(
     pixels_per_image: int,
     batch_size: int,
     seed: int,
-    feature_dtype: str = "float16",
     stopwatch: Stopwatch | None = None,
 ) -> PixelColumns:
     """Sample ``pixels_per_image`` labelled pixels per image (seeded by (seed, image_id)) and their features/logits.
 
-    Raises ``ModelError`` naming the image when a sampled feature is NaN/Inf or does not fit ``feature_dtype``.
+    Raises ``ModelError`` naming the image when a sampled feature or logit is NaN/Inf.
     """
     def measure(phase: str) -> contextlib.AbstractContextManager:
         return stopwatch.measure(phase) if stopwatch is not None else contextlib.nullcontext()
@@ -69,7 +67,7 @@ def extract_pixels(
                     logits = None
                     if output.logits is not None:
                         logits = sample_map(output.logits[index], rows, cols, item.label.shape).cpu().numpy()
-                    _check_values(model.spec.name, item.image_id, features, logits, feature_dtype)
+                    _check_values(model.spec.name, item.image_id, features, logits)
                     parts.append((item.image_id, rows, cols, item.label[rows, cols], features, logits))
     return _columns(parts, model)
 
@@ -86,18 +84,11 @@ def _same_size_runs(batch: list[ImageItem]) -> Iterator[list[ImageItem]]:
         yield list(group)
 
 
-def _check_values(model: str, image_id: str, features: np.ndarray, logits: np.ndarray | None, dtype: str) -> None:
+def _check_values(model: str, image_id: str, features: np.ndarray, logits: np.ndarray | None) -> None:
+    """Finite values only; any finite magnitude is stored faithfully (each part is scaled: ``otce_ray.store.schema``)."""
     for what, values in (("features", features), ("logits", logits)):
-        if values is None or not values.size:
-            continue
-        if not np.isfinite(values).all():
+        if values is not None and values.size and not np.isfinite(values).all():
             raise ModelError(model, f"{what} contain NaN/Inf on image {image_id!r}")
-        if dtype == "float16" and np.abs(values).max() > FLOAT16_MAX:
-            raise ModelError(
-                model,
-                f"{what} on image {image_id!r} exceed the float16 range (|x| up to {np.abs(values).max():.3g}); "
-                "extract with feature_dtype='float32'",
-            )
 
 
 def _columns(parts: list[tuple], model: LoadedModel) -> PixelColumns:

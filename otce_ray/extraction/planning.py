@@ -7,6 +7,7 @@ that ``ExtractionJobs`` turns into shard calls.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
@@ -14,8 +15,9 @@ from typing import Any, Mapping, Sequence
 from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.shard import ExtractionRequest
 from otce_ray.models import ModelError, ModelSpec
-from otce_ray.store import read_manifest
+from otce_ray.store import StoreError, missing_parts, read_manifest, set_aside, store_uri
 
+logger = logging.getLogger("otce_ray")
 IMAGES_PER_SHARD = 32  # default shard size: a few minutes of GPU work at most, so a retry loses little
 
 
@@ -84,7 +86,7 @@ def plan_store(
             model_identity=dict(model_identity),
             allowed_entrypoints=None if allowed_entrypoints is None else tuple(allowed_entrypoints),
         )
-        manifest = read_manifest(store, dataset.name, spec.name, request.key)
+        manifest = _complete_manifest(store, dataset.name, spec.name, request.key)
         if manifest is not None:
             return ExtractionSummary(
                 spec.name, dataset.name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
@@ -93,6 +95,24 @@ def plan_store(
     except Exception as error:  # noqa: BLE001 - this pair fails, the run goes on
         return ExtractionSummary(spec.name, dataset.name, "failed", error=describe(spec.name, error))
     return StorePlan(request, tuple(dataset.shard(index, shards) for index in range(shards)))
+
+
+def _complete_manifest(store: str, dataset: str, model: str, key: str) -> dict[str, Any] | None:
+    """The store's manifest if the store is complete and whole; a damaged one (a manifest that cannot be what it
+    claims, or parts gone) is set aside, logged, and extracted again (its whole parts are reused)."""
+    where = store_uri(store, dataset, model, key)
+    try:
+        manifest = read_manifest(store, dataset, model, key)
+        gone = [] if manifest is None else missing_parts(where, manifest)
+        if gone:
+            raise StoreError(f"pixel store {where}: part(s) {', '.join(gone)} are missing", damaged=where)
+    except StoreError as error:
+        if error.damaged is None:
+            raise
+        logger.warning("model %r: %s; the store is set aside and extracted again", model, error)
+        set_aside(error.damaged, str(error))
+        return None
+    return manifest
 
 
 def describe(model: str, error: BaseException) -> str:

@@ -29,7 +29,7 @@ from otce_ray.store import part_metadata, part_uri, pixel_table, write_part
 DECODE_THREADS = 4  # images decoded side by side ahead of the forward pass
 # Bump when extraction changes what it writes for the same inputs (pixel sampling, feature sampling, the schema),
 # so stores written by the old code are not reused.
-EXTRACTION_VERSION = 2
+EXTRACTION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,6 @@ def _extract(
         pixels_per_image=request.pixels_per_image,
         batch_size=batch_size,
         seed=request.seed,
-        feature_dtype=request.feature_dtype,
         stopwatch=stopwatch,
     )
     feature_dim = columns.features.shape[1]

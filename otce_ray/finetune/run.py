@@ -20,6 +20,7 @@ from otce_ray import fs
 from otce_ray.cluster import Cluster, Tasks, check_gpus, demand, drive, resolve_num_gpus
 from otce_ray.config import RunConfig
 from otce_ray.finetune.split import split_target
+from otce_ray.leaderboard.writers import csv_bytes
 from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_or_fail
 from otce_ray.pipeline.run import connect
 
@@ -57,7 +58,7 @@ def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None 
                      records.__setitem__, lost)], stuck_seconds=config.cluster.stuck_task_seconds)
         rows = [dataclasses.asdict(records[spec["name"]]) for spec in config.models]
         table = pd.DataFrame(rows, columns=COLUMNS)
-        fs.write_bytes_atomic(out or fs.join(config.output, GROUND_TRUTH_FILE), table.to_csv(index=False).encode())
+        fs.write_bytes_atomic(out or fs.join(config.output, GROUND_TRUTH_FILE), csv_bytes(table))
         return table
     finally:
         if owns_ray:

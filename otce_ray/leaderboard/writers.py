@@ -12,10 +12,27 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from otce_ray import __version__, fs
+from otce_ray.leaderboard.drilldown import ClassNames
 from otce_ray.leaderboard.render import leaderboard_html, leaderboard_markdown
+from otce_ray.leaderboard.results import ModelResult
 
 LEADERBOARD_FILES = ("leaderboard.csv", "leaderboard.parquet", "leaderboard.md", "leaderboard.html")
 _DISTRIBUTIONS = {"ray": "ray", "torch": "torch", "pot": "POT"}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """A table as CSV for people who open it in a spreadsheet: a text cell that would start a formula (a name or an
+    error text starting with ``=``, ``+``, ``-``, ``@``) gets a leading ``'``, which spreadsheets show as text
+    (the usual defence against CSV formula injection); numbers are written as they are."""
+    safe = table.copy()
+    for column in safe.columns:
+        if pd.api.types.is_string_dtype(safe[column]) or safe[column].dtype == object:
+            safe[column] = safe[column].map(
+                lambda cell: "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell)
+    return safe.to_csv(index=False).encode()
 
 
 def _parquet_bytes(board: pd.DataFrame) -> bytes:
@@ -24,13 +41,16 @@ def _parquet_bytes(board: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_leaderboard(output: str, board: pd.DataFrame) -> list[str]:
-    """Write leaderboard.{csv,parquet,md,html} under ``output``; returns the URIs written."""
+def write_leaderboard(output: str, board: pd.DataFrame, results: Sequence[ModelResult] = (),
+                      class_names: ClassNames | None = None) -> list[str]:
+    """Write leaderboard.{csv,parquet,md,html} under ``output``; returns the URIs written. The page's drill-down per
+    model and best source per target class come from ``results`` (their per-class records), named by
+    ``class_names``."""
     contents = {
-        "leaderboard.csv": board.to_csv(index=False).encode(),
+        "leaderboard.csv": csv_bytes(board),
         "leaderboard.parquet": _parquet_bytes(board),
         "leaderboard.md": leaderboard_markdown(board).encode(),
-        "leaderboard.html": leaderboard_html(board).encode(),
+        "leaderboard.html": leaderboard_html(board, results, class_names).encode(),
     }
     uris = []
     for name in LEADERBOARD_FILES:
@@ -43,7 +63,7 @@ def write_leaderboard(output: str, board: pd.DataFrame) -> list[str]:
 def write_per_class(output: str, table: pd.DataFrame) -> str:
     """Write ``per_class.csv`` (``otce_ray.leaderboard.explain.per_class_table``) under ``output``."""
     uri = fs.join(output, "per_class.csv")
-    fs.write_bytes_atomic(uri, table.to_csv(index=False).encode())
+    fs.write_bytes_atomic(uri, csv_bytes(table))
     return uri
 
 

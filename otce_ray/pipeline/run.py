@@ -29,6 +29,7 @@ from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, per_class_table, write_leaderboard, write_per_class, write_run_json,
 )
 from otce_ray.pipeline.plan import RunPlan, make_plan
+from otce_ray.pipeline.preflight import check_writable, claim_output
 from otce_ray.pipeline.progress import Progress
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
 
@@ -41,9 +42,14 @@ def connect() -> bool:
     return True
 
 
-def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
-    """Run the whole job for ``config`` and return the leaderboard (also written to ``config.output``)."""
+def run(config: RunConfig, *, progress: bool = True, overwrite: bool = False) -> pd.DataFrame:
+    """Run the whole job for ``config`` and return the leaderboard (also written to ``config.output``).
+
+    Before any work: ``OutputError`` when the output or the store cannot be written, or when the output holds the
+    results of a run with other settings and ``overwrite`` is off (``otce_ray.pipeline.preflight``).
+    """
     started = time.perf_counter()
+    claim_output(config, overwrite)
     owns_ray = connect()
     try:
         cluster = Cluster()
@@ -54,8 +60,9 @@ def run(config: RunConfig, *, progress: bool = True) -> pd.DataFrame:
         bar.close()
         results = [recorded[spec["name"]] for spec in config.models]
         board = build_leaderboard(results)
-        write_leaderboard(config.output, board)
-        write_per_class(config.output, per_class_table(results, class_names(config.target["format"])))
+        names = class_names(config.target["format"])
+        write_leaderboard(config.output, board, results, names)
+        write_per_class(config.output, per_class_table(results, names))
         timings = {"total_seconds": time.perf_counter() - started, "models_run": len(plan.by_action("run")),
                    "models_reused": len(plan.by_action("reuse"))}
         write_run_json(config.output, config.to_dict(), timings, {r.model: r.warnings for r in results},
@@ -122,7 +129,9 @@ def extract(config: RunConfig) -> list[ExtractionSummary]:
     """Fill the pixel stores of every model (on its source and the target) without scoring: ``jobs/extract.py``.
 
     One summary per (model, dataset) in config order; a model that cannot be planned gets one failed summary.
+    ``OutputError`` before any work when the store cannot be written.
     """
+    check_writable(config.store, "store")
     owns_ray = connect()
     try:
         cluster = Cluster()

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 import ray
 
-from otce_ray.cluster import Call, Cluster
+from otce_ray.cluster import Call, Cluster, one_line
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionSummary
 from otce_ray.leaderboard import ModelResult, record_result
@@ -29,12 +29,13 @@ from otce_ray.pipeline.plan import Resources
 from otce_ray.leaderboard.results import WARNING_CHARS
 from otce_ray.pipeline.tasks import score_baselines, store_reads
 from otce_ray.scoring.repeat import RepeatRecord, score_repeat
-from otce_ray.store import StoreError, read_samples
+from otce_ray.store import StoreError, read_samples, set_aside
 
 logger = logging.getLogger("otce_ray")
 BASELINES_TASK = "baselines"  # the task key of a model's baseline metrics; repeats are keyed by their index
 RESIDENT_FRACTION = 0.5  # of the cluster's object store, for loaded pixels (the rest: task results, spilling slack)
 LABEL_BYTES = 8  # int64 labels, per row
+EXPONENT_BYTES = 2  # the feature and logit exponents of the row's part (int8 each)
 FEATURE_BYTES = {"float16": 2, "float32": 4}
 
 
@@ -131,20 +132,23 @@ class ScoringJobs:
     def failed(self, key: tuple, error: BaseException) -> None:
         if key[0] == "record":  # retried already: the model is scored, but its record is lost (logged, not reused)
             logger.error("model %r: its result record could not be written: %s", key[1].name, error)
-            self.on_result(key[1], dataclasses.replace(key[2], status="failed", error=f"record not written: {error}"))
+            self.on_result(key[1], dataclasses.replace(key[2], status="failed",
+                                                       error=f"record not written: {one_line(error)}"))
             return
         self._in_flight -= 1
         _, model, task = key
         cause = getattr(error, "cause", None) or error
+        logger.warning("model %r: task %s failed: %s", model.name, task, error)  # the whole error, traceback too
         if task == BASELINES_TASK:  # the metrics are NaN, the model still has its OTCE
-            logger.warning("model %r: baseline metrics failed (%s: %s); recorded as NaN", model.name,
-                           type(cause).__name__, cause)
-            note = f"baselines failed, all NaN: {type(cause).__name__}: {cause}"[:WARNING_CHARS]
+            note = f"baselines failed, all NaN: {one_line(error)}"[:WARNING_CHARS]
             self._collect(model, task, {"metrics": dict.fromkeys(self.config.baselines.names(), math.nan),
                                         "warnings": [note]})
         elif model.error is None:
             step = "reading its pixels" if isinstance(cause, StoreError) else f"scoring repeat {task}"
-            model.error = f"model {model.name!r}: {step} failed: {type(cause).__name__}: {cause}"
+            model.error = f"model {model.name!r}: {step} failed: {one_line(error)}"
+            if isinstance(cause, StoreError) and cause.damaged:
+                set_aside(cause.damaged, str(cause))
+                model.error += "; the store is set aside: the next run extracts it again"
             if model in self._queue:
                 self._queue.remove(model)
             self.finish(model)
@@ -191,7 +195,7 @@ class ScoringJobs:
             summary = model.stores[dataset]
             rows = min(summary.rows, sum(size for size, _ in samples))
             width = (summary.feature_dim or 0) + ((summary.logit_dim or 0) if with_logits else 0)
-            total += rows * (width * FEATURE_BYTES["float16"] + LABEL_BYTES)
+            total += rows * (width * FEATURE_BYTES["float16"] + LABEL_BYTES + EXPONENT_BYTES)
         return total
 
     def _load_pixels(self, model: ScoredModel) -> tuple[Any, Any]:

@@ -18,7 +18,15 @@ Pixels on their way from a store to a score, one container per stage:
 """
 
 from otce_ray.store.layout import manifest_uri, model_uri, part_uri, store_uri
-from otce_ray.store.parts import complete_keys, part_metadata, read_manifest, write_manifest, write_part
+from otce_ray.store.parts import (
+    complete_keys,
+    missing_parts,
+    part_metadata,
+    read_manifest,
+    set_aside,
+    write_manifest,
+    write_part,
+)
 from otce_ray.store.reader import PixelSamples, Pixels, choose_rows, read_pixels, read_samples
 from otce_ray.store.schema import FEATURE_DTYPES, StoreError, pixel_schema, pixel_table
 
@@ -30,6 +38,7 @@ __all__ = [
     "choose_rows",
     "complete_keys",
     "manifest_uri",
+    "missing_parts",
     "model_uri",
     "part_metadata",
     "part_uri",
@@ -38,6 +47,7 @@ __all__ = [
     "read_manifest",
     "read_pixels",
     "read_samples",
+    "set_aside",
     "store_uri",
     "write_manifest",
     "write_part",

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otce_ray import fs
-from otce_ray.store.layout import MANIFEST, model_uri, store_uri
+from otce_ray.store.layout import model_uri, store_uri
 from otce_ray.store.parts import complete_keys, read_manifest
-from otce_ray.store.schema import StoreError, decode_metadata
+from otce_ray.store.schema import StoreError, decode_metadata, descale
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,16 @@ class Pixels:
     needs it, and at 1,000 pixels per image the image ids alone cost more than a small model's features.
     """
 
-    features: np.ndarray  # (n, d) float32 (in ``PixelSamples``: the stored dtype, float16 by default)
+    features: np.ndarray  # (n, d) float32 (in ``PixelSamples``: as stored, float16 by default, scaled)
     labels: np.ndarray  # (n,) int64
     logits: np.ndarray | None  # (n, C) float32, None when not stored or not asked for
     image_ids: np.ndarray | None  # (n,) str objects
     rows: np.ndarray | None  # (n,) int32, label resolution
     cols: np.ndarray | None  # (n,) int32
     manifest: dict[str, Any]
+    # (n, 2) int8: the feature and logit exponents of each row's part (``otce_ray.store.schema``), while the arrays
+    # are as stored; None once they are in float32 units
+    exponents: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,12 +57,16 @@ class Pixels:
             rows=rows_of(self.rows),
             cols=rows_of(self.cols),
             manifest=self.manifest,
+            exponents=rows_of(self.exponents),
         )
 
     def as_float32(self) -> "Pixels":
-        """These pixels with float32 features and logits, as the numerics take them."""
-        logits = None if self.logits is None else self.logits.astype(np.float32, copy=False)
-        return dataclasses.replace(self, features=self.features.astype(np.float32, copy=False), logits=logits)
+        """These pixels with float32 features and logits in the model's own units, as the numerics take them."""
+        if self.exponents is None:
+            return self
+        logits = None if self.logits is None else descale(self.logits, self.exponents[:, 1])
+        return dataclasses.replace(self, features=descale(self.features, self.exponents[:, 0]), logits=logits,
+                                   exponents=None)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class PixelSamples:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays held: what this object costs in the object store."""
-        arrays = (self.pixels.features, self.pixels.labels, self.pixels.logits, self.held)
+        arrays = (self.pixels.features, self.pixels.labels, self.pixels.logits, self.pixels.exponents, self.held)
         return sum(array.nbytes for array in arrays if array is not None)
 
     def sample(self, size: int, seed: int, *, with_logits: bool = True) -> Pixels:
@@ -169,16 +176,19 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
         columns.append("logits")
     counts = np.array([part["rows"] for part in manifest["parts"]], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
-    tables = []
+    tables, exponents = [], []
     for part, start, stop in zip(manifest["parts"], starts[:-1], starts[1:]):
         local = None if chosen is None else chosen[(chosen >= start) & (chosen < stop)] - start
         if local is None or local.size:
             uri = fs.join(where, part["file"])
             try:
-                tables.append(_read_part(uri, columns, local, manifest["key"]))
+                table, footer = _read_part(uri, columns, local, manifest["key"])
             except (OSError, pa.ArrowException, ValueError, IndexError) as error:
-                raise StoreError(f"pixel store {where}: cannot read part {uri} ({type(error).__name__}: {error}); "
-                                 f"delete {fs.join(where, MANIFEST)} to extract it again") from error
+                raise StoreError(f"pixel store {where}: cannot read part {uri} ({type(error).__name__}: {error})",
+                                 damaged=where) from error
+            tables.append(table)
+            exponents.append(np.tile([footer.get("feature_exponent", 0), footer.get("logit_exponent", 0)],
+                                     (table.num_rows, 1)))
     table = pa.concat_tables(tables)
     return Pixels(
         features=_matrix(table, "features", manifest["feature_dim"]),
@@ -188,6 +198,7 @@ def _read_rows(where: str, manifest: dict[str, Any], chosen: np.ndarray | None, 
         rows=table.column("row").to_numpy() if provenance else None,
         cols=table.column("col").to_numpy() if provenance else None,
         manifest=manifest,
+        exponents=np.concatenate(exponents).astype(np.int8),
     )
 
 
@@ -202,9 +213,10 @@ def choose_rows(total: int, sample: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
 
 
-def _read_part(uri: str, columns: list[str], local: np.ndarray | None, key: str) -> pa.Table:
-    """Read a part, or only the row groups that hold the ``local`` row indices (sorted) and take those rows; a part
-    whose footer names another key than its manifest (a writer that did not respect the layout) is refused."""
+def _read_part(uri: str, columns: list[str], local: np.ndarray | None, key: str) -> tuple[pa.Table, dict[str, Any]]:
+    """Read a part, or only the row groups that hold the ``local`` row indices (sorted) and take those rows, with its
+    footer's metadata; a part whose footer names another key than its manifest (a writer that did not respect the
+    layout) is refused."""
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle)
@@ -212,7 +224,7 @@ def _read_part(uri: str, columns: list[str], local: np.ndarray | None, key: str)
         if footer.get("key") != key:
             raise ValueError(f"its footer was written for key {footer.get('key')!r}, its manifest is for {key!r}")
         if local is None:
-            return parquet.read(columns=columns)
+            return parquet.read(columns=columns), footer
         sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
         group_starts = np.concatenate([[0], np.cumsum(sizes)])
         groups = np.unique(np.searchsorted(group_starts, local, side="right") - 1)
@@ -220,7 +232,7 @@ def _read_part(uri: str, columns: list[str], local: np.ndarray | None, key: str)
     kept_starts = group_starts[groups]
     offsets = np.concatenate([[0], np.cumsum(np.asarray(sizes)[groups])])
     group_of = np.searchsorted(kept_starts, local, side="right") - 1
-    return table.take(pa.array(local - kept_starts[group_of] + offsets[group_of]))
+    return table.take(pa.array(local - kept_starts[group_of] + offsets[group_of])), footer
 
 
 def _matrix(table: pa.Table, column: str, width: int) -> np.ndarray:
