@@ -18,7 +18,11 @@ from otce_ray.datasets.synth import shifts
 from otce_ray.datasets.synth.domains import CITY_NAMES, CONDITIONS, Domain, domains, lit
 from otce_ray.datasets.synth.domains_v3 import CITY_NAMES_V3, domains_v3
 
-_V3_STREAM = 3  # appended to a v3 city's frame entropy, so its frames never repeat a v2 city's
+# City -> its index, plus a tag for v3, so that v3 frames never repeat v2's (whose entropy stays [seed, index, frame]).
+_CITY_INDEX: dict[str, tuple[int, ...]] = {
+    **{city: (index,) for index, city in enumerate(CITY_NAMES)},
+    **{city: (index, 3) for index, city in enumerate(CITY_NAMES_V3)},
+}
 
 
 def variant(domain: Domain, condition: str = "clear", shift: str | None = None) -> Domain:
@@ -49,14 +53,10 @@ def city_domain(name: str, seed: int) -> Domain:
 
 def frame_streams(name: str, seed: int, frame: int) -> tuple[np.random.Generator, np.random.Generator]:
     """The (layout, look) random streams of ``frame`` of city or variant ``name`` in the benchmark of ``seed``."""
-    index, *tag = _CITY_INDEX[name.split(".")[0]]
+    city = name.split(".")[0]
+    if city not in _CITY_INDEX:
+        raise ValueError(f"unknown city {name!r}: expected a v2 or v3 city name, optionally with a variant suffix")
+    index, *tag = _CITY_INDEX[city]
     entropy = np.random.SeedSequence([seed, index, frame, *tag])
     layout, look = (np.random.default_rng(s) for s in entropy.spawn(2))
     return layout, look
-
-
-# City -> its index, plus a tag for v3 (v2's entropy is [seed, index, frame], as before names could be v3).
-_CITY_INDEX: dict[str, tuple[int, ...]] = {
-    **{city: (index,) for index, city in enumerate(CITY_NAMES)},
-    **{city: (index, _V3_STREAM) for index, city in enumerate(CITY_NAMES_V3)},
-}

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from otce_ray.datasets.synth.domains import FAMILY_RANGES, CITY_NAMES, Domain, Pattern, draw_domain
+from otce_ray.datasets.synth.domains import CITY_NAMES, FAMILY_RANGES, Domain, Pattern, draw_domain
 from otce_ray.datasets.synth.textures import PATTERNS
 
 REAL_CITIES = tuple(f"v3-{name}" for name in CITY_NAMES)
@@ -29,7 +29,7 @@ CITY_NAMES_V3 = REAL_CITIES + GAME_CITIES
 SURFACES = ("road", "sidewalk", "building", "vegetation", "terrain")  # classes with a drawn texture pattern
 
 # New v3 draws for both families: the camera and the less frequent classes.
-_CAMERA = dict(camera_height=(0.65, 1.6), fov=(0.7, 1.4), trucks=(0.0, 0.45), signs=(0.15, 0.7))
+_CAMERA = {"camera_height": (0.65, 1.6), "fov": (0.7, 1.4), "trucks": (0.0, 0.45), "signs": (0.15, 0.7)}
 _FAMILY_V3 = {
     "real-like": {
         **FAMILY_RANGES["real-like"],

@@ -34,9 +34,8 @@ def render_frame(
     variant, :mod:`catalogue`) in the benchmark of ``seed``. ``domain`` paints the city's frame from the same
     random streams in another domain: a variant of the city (say, more people) whose frames differ from the
     city's only where the changed parameters act."""
-    named = city_domain(city, seed)  # also rejects an unknown name
-    domain = named if domain is None else domain
     layout_rng, look_rng = frame_streams(city, seed, frame)
+    domain = city_domain(city, seed) if domain is None else domain
     scene = compose(domain, layout_rng, *size)
     return render(scene, domain, look_rng), shifts.geometry(scene.labels, domain.shift)
 
