@@ -40,6 +40,7 @@ _SWAP_CYCLE = ("road", "building", "vegetation", "terrain", "sidewalk")
 
 
 def check(shift: str | None) -> None:
+    """ValueError unless ``shift`` is None or one of :data:`SHIFTS`."""
     if shift is not None and shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}: expected one of {', '.join(SHIFTS)}")
 
