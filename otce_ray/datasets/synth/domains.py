@@ -1,4 +1,4 @@
-"""The benchmark's cities: each city is a domain with fixed layout statistics and a fixed look.
+"""The v2 benchmark's cities: each city is a domain with fixed layout statistics and a fixed look.
 
 Two families mirror the paper's inter-dataset setting: ``real-like`` cities (textured, muted, sensor noise,
 slight blur, lens vignetting, an ego-vehicle hood like Cityscapes) stand for BDD100K / Cityscapes, ``game-like``
@@ -11,13 +11,15 @@ conditions in the same places. Same-family, same-condition cities are the neares
 the farthest.
 
 Seed 0 draws from the stream that every benchmark used before the seed drew cities, so its files are unchanged
-(the shipped demo zoo was trained on them).
+(the shipped demo zoo was trained on them). The :class:`Domain` fields added for v3 (:mod:`domains_v3`: camera,
+truck and sign shares, texture patterns, a shift) default to what v2 did, so v2 frames stay byte-identical.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,6 +31,18 @@ CITY_NAMES = (
 )
 
 RGB = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """How one class's surfaces are textured (v3): ``kind`` is one of :data:`textures.PATTERNS`, ``scale`` the
+    feature size as a fraction of the image height, ``strength`` multiplies the domain's ``texture`` amplitude,
+    ``angle`` orients stripes (radians)."""
+
+    kind: str
+    scale: float
+    strength: float
+    angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,13 @@ class Domain:
     tint: RGB  # colour of the light
     fog: float  # fog density at the farthest depth
     fog_colour: RGB
+    # Added for v3; the defaults are the v2 benchmark's, so v2 cities draw and render as before.
+    camera_height: float = 1.0  # relative to v2's camera: the ground and all on it look 1/camera_height as big
+    fov: float = 1.0  # field of view relative to v2's: skyline, object distances and horizon offset scale by 1/fov
+    trucks: float = 0.15  # share of vehicles that are trucks
+    signs: float = 0.5  # share of poles carrying a sign (another 0.3 carry a traffic light)
+    patterns: Mapping[str, Pattern] | None = None  # per-class texture patterns; None: v2's grain for every class
+    shift: str | None = None  # a non-affine shift the frames go through (one of shifts.SHIFTS)
 
 
 _PALETTES: dict[str, dict[str, RGB]] = {
@@ -82,7 +103,7 @@ _CAR_COLOURS: dict[str, tuple[RGB, ...]] = {
     "game-like": ((230, 30, 30), (30, 90, 240), (250, 210, 20), (30, 200, 90), (240, 240, 240)),
 }
 # Family traits, then per-city jitter: (low, high) ranges are drawn uniformly per city.
-_FAMILY = {
+FAMILY_RANGES: dict[str, dict[str, Any]] = {
     "real-like": dict(
         horizon=(0.40, 0.50), object_scale=(0.85, 1.15), cars=(2.0, 4.0), people=(2.0, 4.0), poles=(1.5, 3.0),
         vegetation=(0.2, 0.45), road_width=(0.40, 0.50), terrain=(0.0, 0.3), hood=True, colour_jitter=14.0,
@@ -116,25 +137,37 @@ def _parameter_stream(index: int, seed: int) -> np.random.Generator:
 def _make_domain(index: int, seed: int) -> Domain:
     family = FAMILIES[index % 2]  # alternate families, so any first N cities hold both
     condition = CONDITIONS[(index // 4) % len(CONDITIONS)]  # two cities per family and condition, in a row
-    rng = _parameter_stream(index, seed)
-    traits = {key: rng.uniform(*value) if isinstance(value, tuple) else value for key, value in _FAMILY[family].items()}
-    light = _CONDITION[condition]
+    return lit(draw_domain(CITY_NAMES[index], family, FAMILY_RANGES[family], _parameter_stream(index, seed)), condition)
+
+
+def draw_domain(name: str, family: str, ranges: Mapping[str, Any], rng: np.random.Generator) -> Domain:
+    """A clear-weather city of ``family``: every ``(low, high)`` range drawn uniformly from ``rng`` (in the order
+    of ``ranges``, other values kept), then the palette jittered, then the brightness."""
+    traits = {key: rng.uniform(*value) if isinstance(value, tuple) else value for key, value in ranges.items()}
     palette = {
-        name: tuple(float(np.clip(c + rng.normal(0.0, traits["colour_jitter"] / 2), 0, 255)) for c in colour)
-        for name, colour in _PALETTES[family].items()
+        label: tuple(float(np.clip(c + rng.normal(0.0, traits["colour_jitter"] / 2), 0, 255)) for c in colour)
+        for label, colour in _PALETTES[family].items()
     }
+    clear = _CONDITION["clear"]
+    return Domain(
+        name=name, family=family, condition="clear", palette=palette, car_colours=_CAR_COLOURS[family], **traits,
+        gain=rng.uniform(0.93, 1.07), tint=clear["tint"], fog=clear["fog"], fog_colour=clear["fog_colour"],
+    )
+
+
+def lit(domain: Domain, condition: str) -> Domain:
+    """``domain`` (a clear-weather one) under the light and weather of ``condition``."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}: expected one of {', '.join(CONDITIONS)}")
+    if domain.condition != "clear":
+        raise ValueError(f"{domain.name} is already under {domain.condition!r}: only clear cities take a condition")
+    light = _CONDITION[condition]
+    palette = dict(domain.palette)
     if light["sky"] is not None:
         palette["sky"] = tuple(float(c) for c in light["sky"])
-    return Domain(
-        name=CITY_NAMES[index], family=family, condition=condition,
-        horizon=traits["horizon"], object_scale=traits["object_scale"], cars=traits["cars"],
-        people=traits["people"], poles=traits["poles"], vegetation=traits["vegetation"],
-        road_width=traits["road_width"], terrain=traits["terrain"], hood=traits["hood"],
-        palette=palette, car_colours=_CAR_COLOURS[family], colour_jitter=traits["colour_jitter"],
-        texture=traits["texture"], noise=traits["noise"], blur=traits["blur"], vignette=traits["vignette"],
-        outline=traits["outline"], sky_bands=traits["sky_bands"],
-        saturation=traits["saturation"] * light["saturation"], gain=light["gain"] * rng.uniform(0.93, 1.07),
-        tint=light["tint"], fog=light["fog"], fog_colour=light["fog_colour"],
+    return replace(
+        domain, condition=condition, palette=palette, saturation=domain.saturation * light["saturation"],
+        gain=light["gain"] * domain.gain, tint=light["tint"], fog=light["fog"], fog_colour=light["fog_colour"],
     )
 
 

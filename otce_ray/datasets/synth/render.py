@@ -1,34 +1,36 @@
 """Painting a scene in a domain's look: palette, texture, windows, outlines, light, fog, blur and sensor noise.
 
-The steps follow a camera's order (surfaces, light, atmosphere, optics, sensor), so each domain parameter
-means what it says: ``blur`` softens the fog-covered image, ``noise`` lands on top of everything.
+The steps follow a camera's order (surfaces, light, atmosphere, optics, sensor, storage), so each domain parameter
+means what it says: ``blur`` softens the fog-covered image, ``noise`` lands on top of everything. A domain's
+non-affine shift (:mod:`shifts`) joins the step where it happens; with none the image is v2's, byte for byte.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from otce_ray.datasets.synth import shifts
 from otce_ray.datasets.synth.domains import Domain
 from otce_ray.datasets.synth.scene import ID, Scene
+from otce_ray.datasets.synth.textures import texture
 
 _NAME = {label_id: name for name, label_id in ID.items()}
-# How strongly texture modulates each class (vegetation is the busiest, the sky nearly smooth).
-_TEXTURE = np.full(256, 0.4, dtype=np.float32)
-for _name, _weight in {"road": 0.7, "sidewalk": 0.6, "building": 0.6, "vegetation": 1.4, "terrain": 1.0,
-                       "sky": 0.1, "ego vehicle": 0.2}.items():
-    _TEXTURE[ID[_name]] = _weight
 _STEADY = {ID[name] for name in ("road", "sidewalk", "terrain", "sky")}
 
 
 def render(scene: Scene, domain: Domain, rng: np.random.Generator) -> np.ndarray:
-    """The (H, W, 3) uint8 image of ``scene`` as ``domain`` looks; every random choice comes from ``rng``."""
+    """The (H, W, 3) uint8 image of ``scene`` as ``domain`` looks; every random choice comes from ``rng``.
+
+    The image is in the scene's geometry except under the ``lens`` shift: warp the labels with
+    :func:`shifts.geometry` to match it."""
     height, width = scene.labels.shape
-    image = _instance_colours(scene.classes, domain, rng)[scene.instances]
+    looks = shifts.painted_as(domain.shift)
+    painted = looks[scene.labels]
+    image = _instance_colours([int(looks[label]) for label in scene.classes], domain, rng)[scene.instances]
     _shade_sky(image, scene, domain)
     if domain.texture > 0:
-        pattern = 0.6 * _smooth_noise(rng, height, width, cell=6) + 0.4 * rng.standard_normal(
-            (height, width), dtype=np.float32)
-        image *= (1.0 + domain.texture * _TEXTURE[scene.labels] * pattern)[..., None]
+        weight, pattern = texture(painted, domain, rng)
+        image *= (1.0 + domain.texture * weight * pattern)[..., None]
     image[scene.windows] = 0.2 * image[scene.windows] + 0.8 * np.asarray(domain.palette["window"], np.float32)
     if domain.outline:
         image[_edges(scene.instances)] *= 0.25
@@ -43,10 +45,11 @@ def render(scene: Scene, domain: Domain, rng: np.random.Generator) -> np.ndarray
     if domain.fog > 0:
         haze = (domain.fog * scene.depth**1.5)[..., None]
         image = image * (1.0 - haze) + np.asarray(domain.fog_colour, np.float32) * haze
-    image = _blur(image, domain.blur)
+    image = shifts.optics(shifts.gaussian_blur(image, domain.blur), domain.shift)
     if domain.noise > 0:
         image += np.float32(domain.noise) * rng.standard_normal(image.shape, dtype=np.float32)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    image = shifts.sensor(image, domain.shift, rng)
+    return shifts.storage(np.clip(np.rint(image), 0, 255).astype(np.uint8), domain.shift)
 
 
 def _instance_colours(classes: list[int], domain: Domain, rng: np.random.Generator) -> np.ndarray:
@@ -73,35 +76,8 @@ def _shade_sky(image: np.ndarray, scene: Scene, domain: Domain) -> None:
     image[sky] = lifted[sky]
 
 
-def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
-    """Unit-variance noise varying over about ``cell`` pixels: a coarse grid, bilinearly upsampled."""
-    grid = rng.standard_normal((height // cell + 2, width // cell + 2), dtype=np.float32)
-    ys, xs = (np.arange(height) + 0.5) / cell, (np.arange(width) + 0.5) / cell
-    y0, x0 = ys.astype(int), xs.astype(int)
-    fy, fx = (ys - y0).astype(np.float32)[:, None], (xs - x0).astype(np.float32)[None, :]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return (top * (1 - fy) + bottom * fy) * np.float32(1.6)  # bilinear mixing shrinks the variance
-
-
 def _edges(instances: np.ndarray) -> np.ndarray:
     edges = np.zeros(instances.shape, dtype=bool)
     edges[:, :-1] |= instances[:, :-1] != instances[:, 1:]
     edges[:-1, :] |= instances[:-1, :] != instances[1:, :]
     return edges
-
-
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with edge padding (sigma 0: unchanged)."""
-    if sigma <= 0:
-        return image
-    radius = max(1, int(np.ceil(3 * sigma)))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
-    kernel /= kernel.sum()
-    for axis in (0, 1):
-        padding = [(0, 0)] * image.ndim
-        padding[axis] = (radius, radius)
-        padded = np.pad(image, padding, mode="edge")
-        size = image.shape[axis]
-        image = sum(weight * padded.take(np.arange(i, i + size), axis=axis) for i, weight in enumerate(kernel))
-    return image
