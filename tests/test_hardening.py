@@ -3,7 +3,6 @@ behaviour a user should see. Runs on a local Ray live in tests/test_hardening_ru
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import time
