@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from otce_ray.datasets import class_names, dataset_fingerprint
+from otce_ray.datasets import class_names, dataset_fingerprint, spec as dataset_spec
 from otce_ray.datasets.layouts import LAYOUTS
 from otce_ray.datasets.spec import CONTENT_KEYS, DATASET, SHARD
 
@@ -34,8 +34,16 @@ def test_a_key_declared_by_several_layouts_decides_content_alike():
 def test_the_spec_and_the_fingerprint_are_derived_from_the_layouts():
     assert tuple(DATASET.formats) == tuple(LAYOUTS)
     assert all(DATASET.formats[fmt] is layout.fields for fmt, layout in LAYOUTS.items())
-    assert set(CONTENT_KEYS) == {"format", "root", "split", "cities", "max_images", "seed", "on_error", "label_map",
-                                 "ignore_index"}
+    declared = {key for _, key, setting in _declared() if setting.content}
+    assert set(CONTENT_KEYS) == declared and "name" not in declared
+
+
+def test_a_content_key_declared_later_changes_no_existing_fingerprint(monkeypatch):
+    """A new layout's key is hashed only where it is set: the other formats' stores stay valid."""
+    spec = {"name": "g", "format": "gta5", "root": "/data/gta5"}
+    before = dataset_fingerprint(spec)
+    monkeypatch.setattr(dataset_spec, "CONTENT_KEYS", (*CONTENT_KEYS, "variant"))
+    assert dataset_fingerprint(spec) == before
 
 
 @pytest.mark.parametrize(("spec", "fingerprint"), [

@@ -75,8 +75,12 @@ def _content_keys(spec: ByFormat) -> tuple[str, ...]:
     return tuple(sorted({key for settings in declared for key, setting in settings.items() if setting.content}))
 
 
-# What decides which pixels a dataset yields, over every format (a key a format lacks is hashed as null).
+# What decides which pixels a dataset yields, over every format.
 CONTENT_KEYS = _content_keys(DATASET)
+# The content keys of the first fingerprints, hashed as null where a format lacks them or leaves them unset, as they
+# always were: existing pixel stores are keyed so. A content key declared since enters a fingerprint only when set, so
+# a new layout's key or a new optional key changes no existing fingerprint. Never edit: it is in every fingerprint.
+_HASHED_WHEN_NULL = ("cities", "format", "ignore_index", "label_map", "max_images", "on_error", "root", "seed", "split")
 # Bump when a reader changes what it yields for the same spec, so stores built by the old reader are not reused.
 _READER_VERSION = 1
 
@@ -131,7 +135,8 @@ def check_shard(index: Any, count: Any, where: str = "shard") -> tuple[int, int]
 def dataset_fingerprint(spec: Mapping[str, Any]) -> str:
     """A stable 16-hex-digit hash of what determines a dataset's content (not its name nor its sharding)."""
     canonical = normalize_spec(spec)
-    content = {key: _hashable(canonical.get(key)) for key in CONTENT_KEYS}
+    content = {key: _hashable(canonical.get(key)) for key in CONTENT_KEYS
+               if key in _HASHED_WHEN_NULL or canonical.get(key) is not None}
     if content["max_images"] is None:
         content["seed"] = None  # the seed only picks the max_images subset
     payload = json.dumps({"reader": _READER_VERSION, **content}, sort_keys=True)
