@@ -27,7 +27,8 @@ from otce_ray.cluster.settings import SCORING_RULES, ClusterSettings, ScoringSet
 from otce_ray.datasets.spec import dataset_fingerprint
 from otce_ray.extraction.settings import ExtractionSettings
 from otce_ray.datasets.spec import DATASET
-from otce_ray.models.spec import MODEL, MODULE, entrypoint_problem
+from otce_ray.models.families.python_entry import MODULE, entrypoint_problem
+from otce_ray.models.spec import MODEL
 from otce_ray.schema import (
     Fields,
     Index,
@@ -107,7 +108,8 @@ class RunConfig:
     """A validated run. Specs are plain dicts that readers consume as-is; treat them as read-only.
 
     ``allowed_entrypoints`` None: any Python entrypoint; else the module prefixes they must be under
-    (``otce_ray.models.spec.entrypoint_problem``), checked here and again by the workers before they import one.
+    (``otce_ray.models.families.python_entry.entrypoint_problem``), checked here and again by the workers before
+    they import one.
     """
 
     store: str

@@ -369,13 +369,15 @@ class Setting:
     """One key: what it accepts, its default (``REQUIRED`` when it has none), one line of doc for the README.
 
     A setting whose default is null accepts null (meaning: the default). ``shown_default`` is how the README shows a
-    default whose value says little (null that means "auto").
+    default whose value says little (null that means "auto"). ``content`` says whether the value decides what the
+    spec yields (so it enters the spec's fingerprint) or only labels or places it; None: undeclared.
     """
 
     accepts: Constraint
     default: Any = REQUIRED
     doc: str = ""
     shown_default: str | None = None
+    content: bool | None = None
 
     @property
     def required(self) -> bool:

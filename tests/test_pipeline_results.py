@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from otce_ray.config import parse_config
-from otce_ray.datasets.labels import class_names
+from otce_ray.datasets import class_names
 from otce_ray.extraction import ExtractionSummary
 from otce_ray.leaderboard import ModelResult, breakdown, build_leaderboard, per_class_table
 from otce_ray.pipeline.plan import Resources

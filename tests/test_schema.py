@@ -18,7 +18,8 @@ from otce_ray.config import RUN, SECTIONS, SETTINGS, config_table
 from otce_ray.datasets.spec import DATASET
 from otce_ray.leaderboard.results import result_uri
 from otce_ray.models import ModelSpec
-from otce_ray.models.spec import ENTRYPOINT, MODEL, entrypoint_problem
+from otce_ray.models.families.python_entry import ENTRYPOINT, entrypoint_problem
+from otce_ray.models.spec import MODEL
 from otce_ray.schema import Index, Interval, JSONObject, ListOf, Options
 from otce_ray.store.layout import manifest_uri, model_uri, part_uri
 

@@ -5,7 +5,9 @@ multi-domain benchmark in the Cityscapes layout, which is the data nobody has to
 """
 
 from otce_ray.datasets.dataset import Item, SegmentationDataset, SkippedFile, open_dataset, open_datasets
-from otce_ray.datasets.spec import FORMATS, DatasetError, dataset_fingerprint
+from otce_ray.datasets.errors import DatasetError
+from otce_ray.datasets.layouts import class_names
+from otce_ray.datasets.spec import FORMATS, dataset_fingerprint
 
 __all__ = [
     "FORMATS",
@@ -13,6 +15,7 @@ __all__ = [
     "Item",
     "SegmentationDataset",
     "SkippedFile",
+    "class_names",
     "dataset_fingerprint",
     "open_dataset",
     "open_datasets",

@@ -17,7 +17,8 @@ from otce_ray.datasets.images import read_image, read_mask
 from otce_ray.datasets.labels import LabelLookup
 from otce_ray.datasets.layouts import Sample, list_samples
 from otce_ray.datasets.selection import shard
-from otce_ray.datasets.spec import DatasetError, check_shard, dataset_fingerprint, normalize_spec
+from otce_ray.datasets.errors import DatasetError
+from otce_ray.datasets.spec import check_shard, dataset_fingerprint, normalize_spec
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from otce_ray import fs
-from otce_ray.datasets.spec import DatasetError
+from otce_ray.datasets.errors import DatasetError
 
 # Single-channel modes whose pixel values are the raw labels ("P": palette indices, as in GTA5 masks).
 _MASK_MODES = {"L", "P", "I", "I;16", "I;16B", "I;16L"}

@@ -2,17 +2,21 @@
 
 A value the map does not know is an error, not "ignore": it usually means the wrong mask type (a colour or
 instance mask) or the wrong label_map, and silently ignoring it would corrupt every score computed downstream.
+``LabelMap`` holds a spec's ``label_map`` to what a table can take (class ids below the ignore id 255).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from numbers import Integral
+from typing import Any, Mapping
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 
-from otce_ray.datasets.spec import DatasetError
+from otce_ray.datasets.errors import DatasetError
+from otce_ray.schema import Checked, Constraint, Interval, Problem, Resolver, shown
 
 IGNORE = 255
 CITYSCAPES_NUM_CLASSES = 19
@@ -33,8 +37,8 @@ class LabelLookup:
         mapped = np.where(inside, self.table[np.where(inside, raw, 0)], _UNMAPPED)
         if (mapped == _UNMAPPED).any():
             bad = np.unique(raw[mapped == _UNMAPPED])
-            shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
-            raise DatasetError(f"{uri}: mask value(s) {shown} not in {self.source}", uri=uri)
+            values = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+            raise DatasetError(f"{uri}: mask value(s) {values} not in {self.source}", uri=uri)
         return mapped.astype(np.uint8)
 
 
@@ -79,6 +83,18 @@ def cityscapes_class_names() -> dict[int, str]:
     return {label.trainId: label.name for label in _CITYSCAPES_LABELS if 0 <= label.trainId < CITYSCAPES_NUM_CLASSES}
 
 
-def class_names(dataset_format: str) -> dict[int, str]:
-    """Names of the class ids a dataset format yields; a ``folder`` dataset's ids have no names (empty)."""
-    return {} if dataset_format == "folder" else dict(cityscapes_class_names())
+
+class LabelMap(Constraint):
+    """Raw mask value -> class id. Class ids stop at 254 because 255 is the ignore id of every item's label."""
+
+    raw, class_id = Interval(Integral, 0), Interval(Integral, 0, 254)
+
+    def __str__(self) -> str:
+        return "a non-empty mapping of raw mask value -> class id"
+
+    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
+        if not isinstance(value, Mapping) or not value:
+            return value, [Problem((), f"expected {self}, got {shown(value)}")]
+        return value, [Problem((), f"entry {raw!r}: {class_id!r} must map a raw value >= 0 to a class id 0-254")
+                       for raw, class_id in value.items()
+                       if not (self.raw.allows(raw) and self.class_id.allows(class_id))]

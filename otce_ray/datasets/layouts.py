@@ -1,4 +1,6 @@
-"""Where each format keeps its images and masks, and how an image finds its mask (same id, other suffix).
+"""Every dataset format, declared once as a ``Layout``: where it keeps its images and masks, its own spec keys (each
+saying whether it decides the dataset's content), how its masks read and what its classes are called. The dataset
+spec (``spec.DATASET``), its fingerprint and the readers are derived from ``LAYOUTS``: a new format is one entry.
 
 An image id is the image's path below the image directory minus the format's suffix, e.g. Cityscapes
 ``aachen/aachen_000000_000019``; its mask is the mask directory's file with the same id and a mask suffix.
@@ -9,12 +11,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from numbers import Integral
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from otce_ray import fs
-from otce_ray.datasets.labels import LabelLookup, cityscapes_lookup, label_map_lookup, train_id_lookup
+from otce_ray.datasets.errors import DatasetError
+from otce_ray.datasets.labels import (
+    LabelLookup,
+    LabelMap,
+    cityscapes_class_names,
+    cityscapes_lookup,
+    label_map_lookup,
+    train_id_lookup,
+)
 from otce_ray.datasets.selection import seeded_subset
-from otce_ray.datasets.spec import DatasetError
+from otce_ray.schema import Fields, Interval, ListOf, Rule, Setting, Text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless only: JPEG artefacts would invent label values
@@ -26,30 +37,66 @@ class Sample(NamedTuple):
     mask_uri: str | None  # None only under on_error: skip, for an image whose mask is missing
 
 
+def _unnamed() -> Mapping[int, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Layout:
+    """One dataset format. ``fields`` are its own spec keys (besides the common ones), each declaring ``content``;
+    ``class_names`` names the class ids its lookup yields (none: ids without names)."""
+
+    format: str
     images: str  # directory below the root; "{split}" is filled from the spec
     image_suffixes: tuple[str, ...]
     masks: str
     mask_suffixes: tuple[str, ...]
     lookup: Callable[[dict[str, Any]], LabelLookup]
-    by_city: bool = False  # image ids are "city/stem" and spec key 'cities' selects among them
+    fields: Fields = Fields({})
+    class_names: Callable[[], Mapping[int, str]] = _unnamed
 
 
-LAYOUTS: dict[str, Layout] = {
-    "cityscapes": Layout(
-        "leftImg8bit/{split}", ("_leftImg8bit.png",), "gtFine/{split}", ("_gtFine_labelIds.png",),
-        lambda spec: cityscapes_lookup(), by_city=True,
+_SPLIT = Setting(Text(), doc="the split folder, e.g. train", content=True)
+
+
+def _ignore_index_not_mapped(ignore_index: int | None, label_map: Mapping) -> str | None:
+    if ignore_index is not None and ignore_index in label_map:
+        return f"raw value {ignore_index} is also a key of 'label_map'"
+    return None
+
+
+LAYOUTS: dict[str, Layout] = {layout.format: layout for layout in (
+    Layout(
+        "cityscapes", "leftImg8bit/{split}", ("_leftImg8bit.png",), "gtFine/{split}", ("_gtFine_labelIds.png",),
+        lambda spec: cityscapes_lookup(),
+        Fields({
+            "split": _SPLIT,
+            "cities": Setting(ListOf(Text(), "city names", min_length=1), None, "cities to read; null: every city",
+                              content=True),  # image ids are "city/stem": the cities select among them
+        }),
+        cityscapes_class_names,
     ),
-    "bdd100k": Layout(
-        "images/10k/{split}", (".jpg",), "labels/sem_seg/masks/{split}", (".png",), lambda spec: train_id_lookup()
+    Layout(
+        "bdd100k", "images/10k/{split}", (".jpg",), "labels/sem_seg/masks/{split}", (".png",),
+        lambda spec: train_id_lookup(), Fields({"split": _SPLIT}), cityscapes_class_names,
     ),
-    "gta5": Layout("images", (".png",), "labels", (".png",), lambda spec: cityscapes_lookup()),
-    "folder": Layout(
-        "images", IMAGE_SUFFIXES, "masks", MASK_SUFFIXES,
+    Layout("gta5", "images", (".png",), "labels", (".png",), lambda spec: cityscapes_lookup(),
+           class_names=cityscapes_class_names),
+    Layout(
+        "folder", "images", IMAGE_SUFFIXES, "masks", MASK_SUFFIXES,
         lambda spec: label_map_lookup(spec["label_map"], spec["ignore_index"]),
+        Fields({
+            "label_map": Setting(LabelMap(), doc="raw mask value -> class id 0-254", content=True),
+            "ignore_index": Setting(Interval(Integral, 0), None, "a raw mask value that labels no class (ignored)",
+                                    content=True),
+        }, rules=(Rule(("ignore_index", "label_map"), _ignore_index_not_mapped),)),
     ),
-}
+)}
+
+
+def class_names(dataset_format: str) -> dict[int, str]:
+    """Names of the class ids a dataset format yields (empty when its ids have no names, as a folder's)."""
+    return dict(LAYOUTS[dataset_format].class_names())
 
 
 def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup, str]:
@@ -68,7 +115,7 @@ def list_samples(spec: dict[str, Any]) -> tuple[list[Sample], LabelLookup, str]:
             f"dataset {spec['name']!r}: no image named *{'|*'.join(layout.image_suffixes)} under {image_dir} "
             f"(spec keys 'root'{', ' + repr('split') if 'split' in spec else ''})"
         )
-    if layout.by_city and "cities" in spec:
+    if "cities" in spec:
         images = _of_cities(images, spec, image_dir)
     chosen = seeded_subset(list(images), spec["max_images"], spec["seed"])
     mask_dir = fs.join(spec["root"], layout.masks.format(**spec))

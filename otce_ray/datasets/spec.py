@@ -1,10 +1,11 @@
 """Dataset specs: the dict a run config gives for one dataset, checked once and put in a canonical form.
 
-What a spec may hold is declared in :mod:`otce_ray.schema` (``DATASET``; ``SHARD`` for the keys a run sets on each
-shard), the same declarations the run config is checked against. Checking happens before any file is touched so
-that a typo in a key is reported as a typo, naming the key, and not as a confusing file error later on a Ray worker.
-The canonical form (defaults filled in, local roots made absolute) is what :func:`dataset_fingerprint` hashes, so two
-spellings of the same dataset share pixel stores.
+What a spec may hold is declared here (``DATASET``: the keys every format shares, and each format's own keys from
+its ``layouts.LAYOUTS`` entry; ``SHARD`` for the keys a run sets on each shard), the same declarations the run config
+is checked against. Checking happens before any file is touched so that a typo in a key is reported as a typo,
+naming the key, and not as a confusing file error later on a Ray worker. The canonical form (defaults filled in,
+local roots made absolute) is what :func:`dataset_fingerprint` hashes, so two spellings of the same dataset share
+pixel stores; which keys it hashes is what their declarations say (``content``).
 """
 
 from __future__ import annotations
@@ -16,106 +17,72 @@ from numbers import Integral
 from typing import Any, Mapping
 
 from otce_ray import fs
+from otce_ray.datasets.errors import DatasetError
+from otce_ray.datasets.layouts import LAYOUTS
 from otce_ray.schema import (
     NAME,
     ByFormat,
-    Checked,
-    Constraint,
     Fields,
     Interval,
-    ListOf,
     Location,
     Options,
     Problem,
-    Resolver,
     Rule,
     Setting,
-    Text,
     name_problem,
     quoted_path,
-    shown,
 )
-
-class LabelMap(Constraint):
-    """Raw mask value -> class id. Class ids stop at 254 because 255 is the ignore id of every item's label."""
-
-    raw, class_id = Interval(Integral, 0), Interval(Integral, 0, 254)
-
-    def __str__(self) -> str:
-        return "a non-empty mapping of raw mask value -> class id"
-
-    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
-        if not isinstance(value, Mapping) or not value:
-            return value, [Problem((), f"expected {self}, got {shown(value)}")]
-        return value, [Problem((), f"entry {raw!r}: {class_id!r} must map a raw value >= 0 to a class id 0-254")
-                       for raw, class_id in value.items()
-                       if not (self.raw.allows(raw) and self.class_id.allows(class_id))]
-
 
 # --- the declaration ------------------------------------------------------------------------------------------------
 
-DATASET_FORMATS = ("cityscapes", "bdd100k", "gta5", "folder")
+DATASET_FORMATS = tuple(LAYOUTS)
 ON_ERROR = ("raise", "skip")
-_SPLIT = Setting(Text(), doc="the split folder, e.g. train")
-
-
-def _ignore_index_not_mapped(ignore_index: int | None, label_map: Mapping) -> str | None:
-    if ignore_index is not None and ignore_index in label_map:
-        return f"raw value {ignore_index} is also a key of 'label_map'"
-    return None
-
 
 DATASET = ByFormat(
     what="a dataset spec",
     common={
-        "name": Setting(NAME, doc="one name means one dataset: pixel stores are keyed by it"),
-        "format": Setting(Options(DATASET_FORMATS), doc="the file layout"),
-        "root": Setting(Location("directory"), doc="the dataset's folder, local or s3://"),
+        "name": Setting(NAME, doc="one name means one dataset: pixel stores are keyed by it", content=False),
+        "format": Setting(Options(DATASET_FORMATS), doc="the file layout", content=True),
+        "root": Setting(Location("directory"), doc="the dataset's folder, local or s3://", content=True),
         "max_images": Setting(Interval(Integral, 1), None, "a seeded subset of this many images (it keeps its "
-                                                             "images when max_images grows); null: every image"),
-        "seed": Setting(Interval(Integral, 0), 0, "picks the max_images subset"),
-        "on_error": Setting(Options(ON_ERROR), "raise", "skip: unreadable files are skipped, counted and reported"),
+                                                             "images when max_images grows); null: every image",
+                              content=True),
+        "seed": Setting(Interval(Integral, 0), 0, "picks the max_images subset", content=True),
+        "on_error": Setting(Options(ON_ERROR), "raise", "skip: unreadable files are skipped, counted and reported",
+                            content=True),
     },
-    formats={
-        "cityscapes": Fields({
-            "split": _SPLIT,
-            "cities": Setting(ListOf(Text(), "city names", min_length=1), None, "cities to read; null: every city"),
-        }),
-        "bdd100k": Fields({"split": _SPLIT}),
-        "gta5": Fields({}),
-        "folder": Fields({
-            "label_map": Setting(LabelMap(), doc="raw mask value -> class id 0-254"),
-            "ignore_index": Setting(Interval(Integral, 0), None, "a raw mask value that labels no class (ignored)"),
-        }, rules=(Rule(("ignore_index", "label_map"), _ignore_index_not_mapped),)),
-    },
+    formats={layout.format: layout.fields for layout in LAYOUTS.values()},
 )
-
 
 
 def _shard_in_range(shard_index: int, num_shards: int) -> str | None:
     return f"{shard_index} is out of range for num_shards {num_shards}" if shard_index >= num_shards else None
 
 
-# Set by the run on each shard's spec, never by a user: the dataset reader accepts them, a config does not.
+# Set by the run on each shard's spec, never by a user: the dataset reader accepts them, a config does not. Every
+# shard belongs to one dataset, so they decide no content.
 SHARD = Fields({
-    "shard_index": Setting(Interval(Integral, 0), doc="which shard of the dataset's images"),
-    "num_shards": Setting(Interval(Integral, 1), doc="how many shards the images are dealt into"),
+    "shard_index": Setting(Interval(Integral, 0), doc="which shard of the dataset's images", content=False),
+    "num_shards": Setting(Interval(Integral, 1), doc="how many shards the images are dealt into", content=False),
 }, rules=(Rule(("shard_index", "num_shards"), _shard_in_range),))
 
 FORMATS = DATASET_FORMATS
 
-# What decides which pixels a dataset yields; name and shard keys do not (every shard belongs to one dataset).
-_CONTENT_KEYS = ("format", "root", "split", "cities", "max_images", "seed", "on_error", "label_map", "ignore_index")
+
+def _content_keys(spec: ByFormat) -> tuple[str, ...]:
+    """Every key that some format of ``spec`` declares as deciding content, sorted."""
+    declared = [spec.common, *(fields.settings for fields in spec.formats.values())]
+    return tuple(sorted({key for settings in declared for key, setting in settings.items() if setting.content}))
+
+
+# What decides which pixels a dataset yields, over every format.
+CONTENT_KEYS = _content_keys(DATASET)
+# The content keys of the first fingerprints, hashed as null where a format lacks them or leaves them unset, as they
+# always were: existing pixel stores are keyed so. A content key declared since enters a fingerprint only when set, so
+# a new layout's key or a new optional key changes no existing fingerprint. Never edit: it is in every fingerprint.
+_HASHED_WHEN_NULL = ("cities", "format", "ignore_index", "label_map", "max_images", "on_error", "root", "seed", "split")
 # Bump when a reader changes what it yields for the same spec, so stores built by the old reader are not reused.
 _READER_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """Bad dataset input: the message names the spec key or the file; ``uri`` is the file, when there is one."""
-
-    def __init__(self, message: str, uri: str | None = None):
-        super().__init__(message)
-        self.uri = uri
 
 
 def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +103,7 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         out.pop("cities", None)  # absent: every city (readers test for the key)
     else:
         out["cities"] = sorted(set(out["cities"]))
-    if fmt == "folder":
+    if "label_map" in out:
         out["label_map"] = {raw: out["label_map"][raw] for raw in sorted(out["label_map"])}
     if "shard_index" in spec or "num_shards" in spec:
         where = f"dataset {name!r}: spec key"
@@ -168,12 +135,17 @@ def check_shard(index: Any, count: Any, where: str = "shard") -> tuple[int, int]
 def dataset_fingerprint(spec: Mapping[str, Any]) -> str:
     """A stable 16-hex-digit hash of what determines a dataset's content (not its name nor its sharding)."""
     canonical = normalize_spec(spec)
-    content = {key: canonical.get(key) for key in _CONTENT_KEYS}
-    content["label_map"] = sorted(content["label_map"].items()) if content["label_map"] else None
+    content = {key: _hashable(canonical.get(key)) for key in CONTENT_KEYS
+               if key in _HASHED_WHEN_NULL or canonical.get(key) is not None}
     if content["max_images"] is None:
         content["seed"] = None  # the seed only picks the max_images subset
     payload = json.dumps({"reader": _READER_VERSION, **content}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _hashable(value: Any) -> Any:
+    """A value as JSON keeps it: a mapping (a label_map's integer keys would turn into strings) as sorted pairs."""
+    return sorted(value.items()) if isinstance(value, Mapping) else value
 
 
 def _root(root: str) -> str:

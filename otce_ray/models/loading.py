@@ -8,12 +8,10 @@ record it against that model and go on with the others. Files are read through `
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import pickle
 import re
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from otce_ray import fs
-from otce_ray.models.architectures import build_architecture
-from otce_ray.models.families import FAMILIES
 from otce_ray.models.errors import ModelError
-from otce_ray.models.spec import ModelSpec, entrypoint_problem
+from otce_ray.models.families import FAMILIES, BuildContext
+from otce_ray.models.families.family import first_line, read_file
+from otce_ray.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -118,12 +115,7 @@ def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device
     """
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
-    if spec.format == "torchscript":
-        return _load_torchscript(spec, device)
-    if spec.format in FAMILIES:
-        module = _build_family(spec)
-    else:
-        module = _build_python(spec, allowed_entrypoints) if spec.format == "python" else _build_builtin(spec)
+    module = FAMILIES[spec.format].build(spec, BuildContext(device, allowed_entrypoints))
     if spec.checkpoint:
         _load_checkpoint(spec, module)
     return module.to(device)
@@ -142,88 +134,16 @@ def to_input(spec: ModelSpec, images: np.ndarray, device: torch.device) -> torch
     return x
 
 
-def _read(spec: ModelSpec, what: str, uri: str) -> io.BytesIO:
-    """The file's bytes, from this node's copy of it: an S3 object is fetched once per node (``fs.local_copy``)."""
-    try:
-        with open(fs.local_copy(uri), "rb") as handle:
-            return io.BytesIO(handle.read())
-    except FileNotFoundError:
-        raise ModelError(spec.name, f"{what} not found: {uri}") from None
-    except OSError as error:
-        raise ModelError(spec.name, f"cannot read {what} {uri}: {error}") from error
-
-
-def _load_torchscript(spec: ModelSpec, device: torch.device) -> nn.Module:
-    data = _read(spec, "TorchScript file", spec.path)
-    try:
-        with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; it is still a supported zoo format
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(data, map_location=device)
-    except Exception as error:
-        raise ModelError(spec.name, f"{spec.path} is not a loadable TorchScript file: {_first_line(error)}") from error
-
-
-def _build_python(spec: ModelSpec, allowed_entrypoints: Sequence[str] | None) -> nn.Module:
-    refused = entrypoint_problem(spec.entrypoint, allowed_entrypoints)
-    if refused:
-        raise ModelError(spec.name, f"entrypoint {spec.entrypoint!r} refused: {refused}")
-    module_name, _, attribute = spec.entrypoint.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except Exception as error:
-        raise ModelError(
-            spec.name, f"entrypoint {spec.entrypoint!r} does not import: {type(error).__name__}: {error}"
-        ) from error
-    return _call_factory(spec, f"entrypoint {spec.entrypoint!r}", lambda: factory(**spec.kwargs))
-
-
-def _build_builtin(spec: ModelSpec) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.init_seed)  # untrained built-ins are reproducible across workers
-        return _call_factory(
-            spec,
-            f"architecture {spec.architecture!r}",
-            lambda: build_architecture(spec.architecture, num_classes=spec.num_classes, **spec.kwargs),
-        )
-
-
-def _build_family(spec: ModelSpec) -> nn.Module:
-    family = FAMILIES[spec.format]
-    what = f"{spec.format} model {spec.path or spec.architecture!r}" + (f" ({spec.encoder})" if spec.encoder else "")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.init_seed)  # a model without checkpoint is the same on every worker
-        try:
-            module = family.build(spec)
-        except ModelError:
-            raise
-        except Exception as error:
-            raise ModelError(spec.name, f"{what} cannot be built: {_first_line(error)}") from error
-    if not isinstance(module, nn.Module):
-        raise ModelError(spec.name, f"{what} built a {type(module).__name__}, not a torch.nn.Module")
-    return module
-
-
-def _call_factory(spec: ModelSpec, what: str, factory) -> nn.Module:
-    try:
-        module = factory()
-    except Exception as error:
-        raise ModelError(spec.name, f"{what} with kwargs {dict(spec.kwargs)} failed: {error}") from error
-    if not isinstance(module, nn.Module):
-        raise ModelError(spec.name, f"{what} returned {type(module).__name__}, not a torch.nn.Module")
-    return module
-
-
 _UNREADABLE = "cannot be read (corrupt, or not a PyTorch checkpoint)"
 
 
 def _load_checkpoint(spec: ModelSpec, module: nn.Module) -> None:
-    data = _read(spec, "checkpoint", spec.checkpoint)
+    data = read_file(spec, "checkpoint", spec.checkpoint)
     state = _read_safetensors(spec, data) if spec.checkpoint.endswith(SAFETENSORS) else _unpickle(spec, data)
     state = state_dict_of(state)
     if state is None:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} holds no state dict of tensors")
-    if spec.format in FAMILIES:
-        state = FAMILIES[spec.format].checkpoint_state(module, state)
+    state = FAMILIES[spec.format].checkpoint_state(module, state)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -245,7 +165,7 @@ def _read_safetensors(spec: ModelSpec, data: io.BytesIO) -> Mapping[str, torch.T
     try:
         return load(data.getvalue())
     except Exception as error:
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {_first_line(error)}") from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {first_line(error)}") from error
 
 
 def _unpickle(spec: ModelSpec, data: io.BytesIO) -> Any:
@@ -261,7 +181,7 @@ def _unpickle(spec: ModelSpec, data: io.BytesIO) -> Any:
             ) from error
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {detail}") from error
     except Exception as error:
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {_first_line(error)}") from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {first_line(error)}") from error
     return state
 
 
@@ -279,9 +199,7 @@ def state_dict_of(state: Any) -> Mapping[str, torch.Tensor] | None:
 def feature_layer_name(spec: ModelSpec, module: nn.Module) -> str | None:
     """The module whose output is the feature map: the spec's ``feature_layer``, else its family's default (None:
     the forward's own output gives the features)."""
-    if spec.feature_layer or spec.format not in FAMILIES:
-        return spec.feature_layer
-    return FAMILIES[spec.format].default_feature_layer(spec, module)
+    return spec.feature_layer or FAMILIES[spec.format].default_feature_layer(spec, module)
 
 
 def _feature_layer(spec: ModelSpec, module: nn.Module, name: str | None) -> nn.Module | None:
@@ -325,9 +243,4 @@ def _describe(value: Any) -> str:
 def _unpickler_detail(error: BaseException) -> str:
     """The one informative line of torch's long weights-only refusal (e.g. 'Unsupported global: GLOBAL x.Y')."""
     match = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-    return match.group(1).split(". ")[0].strip() if match else _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+    return match.group(1).split(". ")[0].strip() if match else first_line(error)

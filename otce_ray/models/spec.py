@@ -1,8 +1,8 @@
 """Model entries of a run config, validated once so every later error can name the model and the field.
 
-What a spec may hold is declared in :mod:`otce_ray.schema` (``MODEL``), the same declarations the run config is
-checked against. A spec is plain data (it travels to Ray workers and into store metadata); loading the network is
-``loading.py``'s job.
+What a spec may hold is declared here (``MODEL``: the keys every format shares, and each format's own keys from its
+family in ``families.FAMILIES``), the same declarations the run config is checked against. A spec is plain data (it
+travels to Ray workers and into store metadata); loading the network is ``loading.py``'s job.
 """
 
 from __future__ import annotations
@@ -11,24 +11,18 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from numbers import Integral, Real
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from otce_ray.datasets.spec import DATASET
-from otce_ray.models.architectures import ARCHITECTURES as BUILTIN_ARCHITECTURES
 from otce_ray.models.errors import ModelError
-from otce_ray.models.families import smp_seg, torchvision_seg
+from otce_ray.models.families import FAMILIES
 from otce_ray.schema import (
     NAME,
     Boolean,
     ByFormat,
-    Fields,
     Interval,
-    JSONObject,
     ListOf,
-    Location,
     Options,
-    Pattern,
-    PretrainedLocation,
     Problem,
     Setting,
     Text,
@@ -37,43 +31,11 @@ from otce_ray.schema import (
     shown,
 )
 
-
-
-_MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
-ENTRYPOINT = Pattern(_MODULE + r":[A-Za-z_]\w*", "'package.module:function'")
-MODULE = Pattern(_MODULE, "a dotted module name such as 'mycompany.models'")
-
-
-def entrypoint_problem(entrypoint: str, allowed: Sequence[str] | None) -> str | None:
-    """Why a Python entrypoint is outside the allow-list of module prefixes (None: no restriction), or None.
-
-    A module is allowed when it is one of the prefixes or inside one (``a.b`` allows ``a.b`` and ``a.b.c``, not
-    ``a.bc``). The driver checks this when it reads the config; workers check it again before importing anything.
-    """
-    if allowed is None:
-        return None
-    module = entrypoint.split(":", 1)[0]
-    if any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
-        return None
-    return f"module {module!r} is not under allowed_entrypoints ({', '.join(allowed) or 'none allowed'})"
-
-
 # --- the declaration --------------------------------------------------------------------------------------------------
 
-MODEL_FORMATS = ("torchscript", "python", "builtin", "huggingface", "torchvision", "smp")
+MODEL_FORMATS = tuple(FAMILIES)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_WEIGHTS = {
-    "checkpoint": Setting(Location("file"), None, "weights loaded into the network (a weights-only pickle, or "
-                                                   ".safetensors)"),
-    "allow_unsafe_pickle": Setting(Boolean(), False, "load a checkpoint that needs full unpickling (runs its code)"),
-    "kwargs": Setting(JSONObject(), {}, "keyword arguments of the entrypoint or architecture"),
-}
-_NUM_CLASSES = Setting(Interval(Integral, 1), 19, "classes of the logits (19: Cityscapes train ids)")
-_INIT_SEED = Setting(Interval(Integral, 0), 0, "seeds the random initialisation (without checkpoint)")
-_DEFAULT_LAYER = Setting(Text(), None, "the module whose output is the feature map; null: the family's default, the "
-                                       "decoder's last map before the classifier")
-
 
 MODEL = ByFormat(
     what="a model spec",
@@ -90,43 +52,7 @@ MODEL = ByFormat(
                         "inputs are resized to it before the forward; null: as they are"),
         "autocast": Setting(Boolean(), True, "the forward runs under bf16 autocast on CUDA"),
     },
-    formats={
-        "torchscript": Fields({"path": Setting(Location("file"), doc="a scripted or traced module")}),
-        "python": Fields({
-            "entrypoint": Setting(ENTRYPOINT, doc="a function returning the nn.Module, called with kwargs"),
-            "feature_layer": Setting(Text(), None, "the module whose output is the feature map (a forward hook)"),
-            **_WEIGHTS,
-        }),
-        "builtin": Fields({
-            "architecture": Setting(Options(tuple(BUILTIN_ARCHITECTURES)),
-                                    doc="a built-in network"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            **_WEIGHTS,
-        }),
-        "huggingface": Fields({
-            "path": Setting(PretrainedLocation(), doc="a save_pretrained folder (config.json, safetensors), or a "
-                                                      "Hub model hf://org/name[@revision] where the Hub is reachable"),
-            "feature_layer": _DEFAULT_LAYER,
-        }),
-        "torchvision": Fields({
-            "architecture": Setting(Options(tuple(torchvision_seg.ARCHITECTURES)),
-                                    doc="a torchvision.models.segmentation builder"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            "feature_layer": _DEFAULT_LAYER,
-            **_WEIGHTS,
-        }),
-        "smp": Fields({
-            "architecture": Setting(Options(tuple(smp_seg.ARCHITECTURES)),
-                                    doc="a segmentation_models_pytorch architecture"),
-            "encoder": Setting(Text(), doc="its encoder, e.g. resnet34 or tu-convnext_tiny"),
-            "num_classes": _NUM_CLASSES,
-            "init_seed": _INIT_SEED,
-            "feature_layer": _DEFAULT_LAYER,
-            **_WEIGHTS,
-        }),
-    },
+    formats={family.format: family.fields for family in FAMILIES.values()},
 )
 
 
@@ -138,7 +64,7 @@ class ModelSpec:
     ("pkg.module:function", called with ``kwargs``) and may name a ``checkpoint`` and a ``feature_layer``;
     ``builtin`` needs ``architecture`` (a key of ``architectures.ARCHITECTURES``, built with ``num_classes`` and
     ``kwargs`` such as ``width``/``feature_dim``; randomly initialised from ``init_seed`` when no ``checkpoint``).
-    The native formats of ``families.FAMILIES`` (``huggingface``: a ``path`` to a save_pretrained folder;
+    The native formats (``families.native``: ``huggingface``, a ``path`` to a save_pretrained folder;
     ``torchvision`` and ``smp``: an ``architecture``, smp's ``encoder``, ``num_classes`` and a ``checkpoint``) take
     their features from their family's default layer unless ``feature_layer`` names another.
     Checkpoints load with ``weights_only=True`` unless ``allow_unsafe_pickle`` is set.
@@ -166,7 +92,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "ModelSpec":
-        """Validate a spec (a config entry, or ``to_dict``'s output) against ``schema.MODEL`` and return it."""
+        """Validate a spec (a config entry, or ``to_dict``'s output) against ``MODEL`` and return it."""
         if isinstance(entry, ModelSpec):
             return entry
         if not isinstance(entry, Mapping):

@@ -24,7 +24,7 @@ import ray
 from otce_ray.cluster import Cluster, DispatchStats, drive
 from otce_ray.config import RunConfig
 from otce_ray.extraction import ExtractionJobs, ExtractionSummary, StorePlan, WorkerPool, WorkerSettings
-from otce_ray.datasets.labels import class_names
+from otce_ray.datasets import class_names
 from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, per_class_table, write_leaderboard, write_per_class, write_run_json,
 )
