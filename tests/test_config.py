@@ -197,7 +197,7 @@ CASES = {
                                                          "label_map": {1: 0}, "ignore_index": 1}),
                                          "target.ignore_index: raw value 1 is also a key of 'label_map'"),
     "name unusable as a folder": (_set("models.0.name", "unet/alpha"),
-                                  "models[0].name: expected a name of letters, digits, '.', '_', '-' (it becomes a "
+                                  "models[0].name: expected a name of at most 128 letters, digits, '.', '_', '-' (it becomes a "
                                   "folder name), got 'unet/alpha'"),
     "duplicate model names": (_set("models.2.name", "unet_alpha"),
                               "models[2].name: duplicate name 'unet_alpha' (first at models[0])"),

@@ -109,7 +109,7 @@ def test_readers_say_which_format_requires_a_key():
         (JSONObject(), {"a": float("nan")}, "a: expected a JSON value"),
         (JSONObject(), {(1, 2): 0}, "(1, 2): expected a string key, got tuple (1, 2)"),
         (schema.NAME, "", "expected a non-empty string, got ''"),
-        (schema.NAME, "../x", "expected a name of letters, digits, '.', '_', '-' (it becomes a folder name), got"),
+        (schema.NAME, "../x", "expected a name of at most 128 letters, digits, '.', '_', '-' (it becomes a folder name), got"),
         (ENTRYPOINT, "pkg.mod", "expected 'package.module:function', got 'pkg.mod'"),
     ],
 )
