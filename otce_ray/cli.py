@@ -44,12 +44,13 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from otce_ray.config import load_config
+    from otce_ray.leaderboard.decisions import summarise
     from otce_ray.leaderboard.render import leaderboard_markdown
     from otce_ray.pipeline import run
 
-    config = load_config(args.config)
+    config = load_config(args.config, preset=args.preset)
     board = run(config, progress=not args.quiet, overwrite=args.overwrite)
-    print(leaderboard_markdown(board))
+    print(leaderboard_markdown(board, decisions=summarise(board, config.decisions)))
     print(f"leaderboard written to {config.output}")
     return 0 if (board["status"] == "ok").any() else 1
 
@@ -171,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.add_argument("--overwrite", action="store_true",
                        help="write into an output that holds the results of a run with other settings")
+    score.add_argument("--preset", default=None,
+                       help="score with a named OTCE estimator instead of the config's: paper (the authors' exact OT "
+                            "on raw features, N 10000, K 10) or paper-sinkhorn (their eps 0.1 on the raw cost)")
     score.set_defaults(handler=_score)
     demo = commands.add_parser("demo", help="score the shipped zoo on the procedural benchmark (local Ray, ~2 min)")
     demo.add_argument("--out", default="otce-demo", help="folder for the benchmark, stores and leaderboard")

@@ -39,12 +39,14 @@ from otce_ray.schema import (
     Resolver,
     Rule,
     Setting,
+    WithPresets,
     fields_of,
     key_path,
     settings_table,
 )
+from otce_ray.leaderboard.decisions import DecisionSettings
 from otce_ray.scoring.baselines import BaselineSettings
-from otce_ray.scoring.settings import SOLVER_RULE, OTCESettings
+from otce_ray.scoring.settings import PRESET_DOC, PRESETS, SOLVER_RULE, OTCESettings, with_preset
 
 
 class ConfigError(ValueError):
@@ -60,7 +62,7 @@ class ConfigError(ValueError):
 # Each section is a settings record declared with its owner; the config checks a section against the declaration
 # its record carries (``fields_of``) and builds the record from what passed.
 SETTINGS = {"otce": OTCESettings, "extraction": ExtractionSettings, "scoring": ScoringSettings,
-            "baselines": BaselineSettings, "cluster": ClusterSettings}
+            "baselines": BaselineSettings, "cluster": ClusterSettings, "decisions": DecisionSettings}
 
 
 def _leaderboard_repeats(repeats: int) -> str | None:
@@ -68,11 +70,14 @@ def _leaderboard_repeats(repeats: int) -> str | None:
 
 
 SECTIONS: dict[str, Fields] = {
-    "otce": fields_of(OTCESettings, (Rule(("repeats",), _leaderboard_repeats), SOLVER_RULE)),
+    # ``preset`` (otce_ray.scoring.settings.PRESETS) fills the section in before it is checked
+    "otce": WithPresets.of(fields_of(OTCESettings, (Rule(("repeats",), _leaderboard_repeats), SOLVER_RULE)),
+                           PRESETS, PRESET_DOC),
     "extraction": fields_of(ExtractionSettings),
     "scoring": fields_of(ScoringSettings, SCORING_RULES),
     "baselines": fields_of(BaselineSettings),
     "cluster": fields_of(ClusterSettings),
+    "decisions": fields_of(DecisionSettings),
 }
 
 # A run's model entries must say what they were trained on; a model spec alone need not.
@@ -121,6 +126,7 @@ class RunConfig:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    decisions: DecisionSettings = field(default_factory=DecisionSettings)
     allowed_entrypoints: tuple[str, ...] | None = None
     config_path: str | None = None
 
@@ -145,14 +151,32 @@ class RunConfig:
         raise KeyError(f"no model named {name!r} in the run config")
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read and validate a run config (local path or s3://); raise ConfigError listing every problem."""
+def load_config(path: str | os.PathLike, *, preset: str | None = None) -> RunConfig:
+    """Read and validate a run config (local path or s3://); raise ConfigError listing every problem.
+
+    ``preset`` (``otce-ray score --preset``) puts that OTCE preset in place of the estimator the file sets
+    (``otce_ray.scoring.settings.with_preset``).
+    """
     path = str(path)
     raw, problem = _read_yaml(path)
     if problem:
         raise ConfigError(path, [f"config: {problem}"])
+    if preset is not None and isinstance(raw, Mapping):
+        raw = {**raw, "otce": with_preset(raw.get("otce"), preset)}
     base_dir = posixpath.dirname(path) if fs.is_s3(path) else os.path.dirname(fs.resolve(path)[1])
     return parse_config(raw, base_dir=base_dir, config_path=path)
+
+
+def as_config(config: RunConfig | Mapping[str, Any] | str | os.PathLike) -> RunConfig:
+    """A run config from what a notebook has at hand: a ``RunConfig`` as it is, a mapping (the YAML's content,
+    relative paths taken from the working directory) or the path of a YAML file (local or s3://)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(config, base_dir=os.getcwd())
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError(f"expected a RunConfig, a mapping or a path, got {type(config).__name__}")
 
 
 def parse_config(raw: Any, base_dir: str, config_path: str | None = None) -> RunConfig:

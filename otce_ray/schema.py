@@ -452,6 +452,46 @@ class Fields(Constraint):
         return checked, problems
 
 
+PRESET = "preset"
+
+
+@dataclass(frozen=True)
+class WithPresets(Fields):
+    """Fields with a ``preset`` key that names values to start from (``presets``, name -> values).
+
+    The preset's values fill the mapping in before it is checked, so every rule sees them, and the checked mapping
+    holds the expanded values without ``preset``. A key set both by the preset and explicitly is a problem (which
+    one was meant cannot be told); a problem about a value that came from the preset says so.
+    """
+
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, fields: Fields, presets: Mapping[str, Mapping[str, Any]], doc: str) -> "WithPresets":
+        preset = Setting(Options(tuple(presets)), None, doc, "none")
+        return cls({PRESET: preset, **fields.settings}, fields.rules, presets)
+
+    def check(self, value: Any, resolve: Resolver | None = None) -> Checked:
+        if not isinstance(value, Mapping):
+            return super().check(value, resolve)
+        name = value.get(PRESET)
+        given = {key: item for key, item in value.items() if key != PRESET}
+        problems = [problem.within(PRESET) for problem in self.settings[PRESET].check(name)[1]]
+        if name is None or problems:
+            checked, found = super().check(given, resolve)
+            return checked, problems + found
+        preset = self.presets[name]
+        problems = [Problem((key,), f"set here and by preset {name!r} (which sets it to {shown(preset[key])}): "
+                                    "keep one") for key in given if key in preset]
+        checked, found = super().check({**preset, **given}, resolve)
+        for problem in found:
+            key = problem.path[0] if problem.path else None
+            told = f" ({key} {shown(preset[key])} comes from preset {name!r})" if key in preset and key not in given \
+                else ""
+            problems.append(dataclasses.replace(problem, text=problem.text + told))
+        return checked, problems
+
+
 def _unknown(key: Any, settings: Mapping[str, Setting]) -> Problem:
     close = difflib.get_close_matches(str(key), list(settings), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(settings)}"

@@ -175,7 +175,7 @@ def _assert_files_readable(output: str, board: pd.DataFrame) -> None:
     assert csv["otce_ci_low"].tolist()[:3] == pytest.approx(board["otce_ci_low"].tolist()[:3])
 
     markdown = fs.read_bytes(fs.join(output, "leaderboard.md")).decode()
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    table = [line for line in markdown.split("## Decisions")[0].splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(board)  # header, rule, one line per model
     assert table[2].startswith("| 1 | 1 | unet_alpha | unet | alpha | -0.9300 | [")
     # pipes escaped so the table stays a table; <...> escaped so a renderer does not drop it as HTML

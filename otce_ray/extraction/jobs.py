@@ -282,6 +282,7 @@ def summarise(job: StoreJob) -> tuple[ExtractionSummary, dict[str, Any] | None]:
         model_loads=sum(r.model_loads for r in results),
         feature_dim=written[0].feature_dim if written else None,
         logit_dim=written[0].logit_dim if written else None,
+        params=next((r.params for r in written if r.params is not None), None),
         started_at=job.started,
         finished_at=job.finished,
     )
@@ -289,5 +290,6 @@ def summarise(job: StoreJob) -> tuple[ExtractionSummary, dict[str, Any] | None]:
         return summary, None
     first = results[0]
     parts = [{"file": part_name(r.shard), "shard": r.shard, "rows": r.rows, "images": r.images} for r in results]
-    body = request.metadata(first.feature_dim, first.logit_dim, summary.images, summary.rows, parts=parts)
+    body = request.metadata(first.feature_dim, first.logit_dim, summary.images, summary.rows, parts=parts,
+                            params=summary.params)
     return summary, {"store": request.store, "body": body}

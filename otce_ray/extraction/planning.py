@@ -43,6 +43,7 @@ class ExtractionSummary:
     model_loads: int = 0
     feature_dim: int | None = None
     logit_dim: int | None = None
+    params: int | None = None  # the network's parameter count, as extraction loaded it (kept in the manifest)
     started_at: float | None = None  # wall clock (epoch seconds) of its first shard's dispatch, and of its last result
     finished_at: float | None = None
 
@@ -91,6 +92,7 @@ def plan_store(
             return ExtractionSummary(
                 spec.name, dataset.name, "cached", manifest["rows"], manifest["images"], 0, len(manifest["parts"]),
                 key=request.key, feature_dim=manifest.get("feature_dim"), logit_dim=manifest.get("logit_dim"),
+                params=manifest.get("params"),
             )
     except Exception as error:  # noqa: BLE001 - this pair fails, the run goes on
         return ExtractionSummary(spec.name, dataset.name, "failed", error=describe(spec.name, error))

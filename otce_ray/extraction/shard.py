@@ -103,6 +103,7 @@ class ShardResult:
     error: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     model_loads: int = 0
+    params: int | None = None  # the loaded network's parameter count (None: a part written before it was recorded)
 
 
 def run_shard(
@@ -123,7 +124,8 @@ def run_shard(
         existing = part_metadata(uri)
         if existing is not None and existing.get("key") == request.key:
             return ShardResult(
-                shard, "skipped", existing["rows"], existing["images"], existing["feature_dim"], existing["logit_dim"]
+                shard, "skipped", existing["rows"], existing["images"], existing["feature_dim"], existing["logit_dim"],
+                params=existing.get("params"),
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return _extract(request, shard, images, batch_size, uri, start, models or ModelCache(1), decode_threads,
@@ -157,7 +159,8 @@ def _extract(
     )
     feature_dim = columns.features.shape[1]
     logit_dim = None if columns.logits is None else columns.logits.shape[1]
-    metadata = request.metadata(feature_dim, logit_dim, columns.images, len(columns.labels), shard=shard)
+    metadata = request.metadata(feature_dim, logit_dim, columns.images, len(columns.labels), shard=shard,
+                                params=model.parameter_count)
     with stopwatch.measure("write"):
         table = pixel_table(
             columns.image_ids,
@@ -181,6 +184,7 @@ def _extract(
         tuple(f"{entry.uri}: {entry.reason}" for entry in images.skipped),
         timings=dict(stopwatch.seconds),
         model_loads=int(loaded),
+        params=model.parameter_count,
     )
 
 

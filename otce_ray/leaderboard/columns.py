@@ -22,7 +22,8 @@ class Column:
     """One leaderboard column. ``dtype`` is nullable, so failed rows hold <NA> and every run writes the same Parquet
     schema. ``header`` is its heading in the Markdown and HTML tables (None: in the files only); its cell shows the
     value formatted by ``digits`` (None: as text), or what ``cell`` makes of the whole row. A numeric column sorts
-    the page by its value (``sort_by``: another column's)."""
+    the page by its value (``sort_by``: another column's). Columns with ``markdown`` off are left out of the Markdown
+    table only."""
 
     name: str
     dtype: str
@@ -30,6 +31,7 @@ class Column:
     digits: str | None = None
     cell: Callable[[Any], str] | None = None
     sort_by: str | None = None
+    markdown: bool = True  # False: on the page but not in the Markdown table, which must stay readable
 
     @property
     def numeric(self) -> bool:
@@ -63,8 +65,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("otce", "float64", "OTCE", ".4f"),
     Column("otce_ci_low", "float64", "95% interval", cell=_interval),
     Column("otce_ci_high", "float64"),
+    # otce_ray.leaderboard.decisions: how sure the ranking is under the repeats' noise
+    Column("p_best", "float64", "P(best)", ".3f"),
+    Column("p_top_k", "float64", "P(top k)", ".3f"),
     Column("otce_std", "float64", "std", ".4f"),
     Column("otce_sem", "float64"),
+    Column("consensus", "float64", "consensus", ".3f"),  # otce_ray.leaderboard.consensus, after the metrics
+    Column("params", "Int64", "params", ",", markdown=False),  # parameters of the loaded network
+    Column("prior", "float64", "prior", ".4g", markdown=False),  # the user's number for the model (its spec)
     Column("repeats", "Int64", "repeats"),
     Column("repeats_dropped", "Int64", "dropped"),
     Column("n_source", "Int64", "source pixels"),
@@ -90,3 +98,8 @@ def board_columns(metrics: Iterable[str]) -> list[Column]:
     """Every column of a board with these metric columns, in order."""
     split = FIXED.index(METRICS_AFTER) + 1
     return [*COLUMNS[:split], *map(metric_column, metrics), *COLUMNS[split:]]
+
+
+def metric_columns(board: pd.DataFrame) -> list[str]:
+    """The baseline metric columns of a leaderboard: every column beyond the fixed ones, in board order."""
+    return [column for column in board.columns if column not in FIXED]

@@ -13,12 +13,13 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from otce_ray.leaderboard.columns import Column, board_columns, missing
+from otce_ray.leaderboard.columns import Column, board_columns, metric_columns, missing
+from otce_ray.leaderboard.decisions import DecisionSummary, summarise
+from otce_ray.leaderboard.decisions_view import decisions_html, decisions_markdown
 from otce_ray.leaderboard.drilldown import ClassNames, best_sources, model_details
 from otce_ray.leaderboard.page_script import SCRIPT, STYLE
 from otce_ray.leaderboard.plot import scores_svg
 from otce_ray.leaderboard.results import ModelResult
-from otce_ray.leaderboard.table import metric_columns
 
 LEGEND = (
     "OTCE = -H(Yt|Ys): higher means the source model's features predict the target labels better, "
@@ -27,9 +28,11 @@ LEGEND = (
 )
 
 
-def _columns(board: pd.DataFrame) -> list[Column]:
-    """The columns the tables show (those with a heading), the board's metric columns after OTCE's own."""
-    return [column for column in board_columns(metric_columns(board)) if column.header]
+def _columns(board: pd.DataFrame, markdown: bool = False) -> list[Column]:
+    """The columns the tables show (those with a heading; in Markdown, less those kept off it), the board's metric
+    columns after OTCE's own."""
+    return [column for column in board_columns(metric_columns(board))
+            if column.header and (column.markdown or not markdown)]
 
 
 def _notes(board: pd.DataFrame) -> list[tuple[str, str]]:
@@ -47,16 +50,19 @@ def _cells(board: pd.DataFrame, columns: list[Column]) -> list[list[str]]:
     return [[column.shown(row) for column in columns] for row in board.itertuples(index=False)]
 
 
-def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard") -> str:
+def leaderboard_markdown(board: pd.DataFrame, title: str = "OTCE leaderboard",
+                         decisions: DecisionSummary | None = None) -> str:
+    """The table, the decision summary under it (``decisions``; default: ``summarise(board)``), then the notes."""
     def md(text: str) -> str:
         # Markdown renderers drop <...> as HTML: error texts such as "<degenerate>" must stay visible.
         return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
-    columns = _columns(board)
+    columns = _columns(board, markdown=True)
     lines = [f"# {title}", "", LEGEND, "", _estimators(board), "",
              "| " + " | ".join(column.header for column in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _cells(board, columns)]
+    lines += ["", *decisions_markdown(decisions or summarise(board))]
     notes = _notes(board)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {md(model)}: {md(text)}" for model, text in notes]
@@ -154,14 +160,17 @@ def _json_block(element_id: str, data: Any) -> str:
 
 
 def leaderboard_html(board: pd.DataFrame, results: Sequence[ModelResult] = (), class_names: ClassNames | None = None,
-                     title: str = "OTCE leaderboard") -> str:
+                     title: str = "OTCE leaderboard", decisions: DecisionSummary | None = None,
+                     calibration: bool = False) -> str:
     """A single HTML file with no external references (style, script and data inline, plots as inline SVG): the
-    interval plot, the table (sort by any column; filter by architecture, source and status; search by name), a
+    decision summary (``decisions``; default: ``summarise(board)``; ``calibration``: link the calibration page),
+    the interval plot, the table (sort by any column; filter by architecture, source and status; search by name), a
     drill-down per model from ``results``' per-class breakdowns and label maps (class names from ``class_names``),
     the best source per target class, and the notes."""
     notes = [f"<li><b>{html.escape(model)}</b>: {html.escape(text)}</li>" for model, text in _notes(board)]
     return html_page(
-        title, STYLE, LEGEND, f"<p>{html.escape(_estimators(board))}</p>", _controls(board), "<h2>Scores</h2>",
+        title, STYLE, LEGEND, f"<p>{html.escape(_estimators(board))}</p>",
+        *decisions_html(decisions or summarise(board), calibration), _controls(board), "<h2>Scores</h2>",
         scores_svg(board), "<h2>Table</h2>",
         "<p>Click a column to sort by it, a model to see why it ranks where it does.</p>", _table_html(board),
         _DRILLDOWN, *_best_sources_html(results, class_names),

@@ -24,7 +24,7 @@ STATUSES = ("ok", "failed")
 RESULTS_DIR = "results"
 # The record's layout. A record of another version (or of none: written before versions) is never half-read: the
 # plan rescores its model, as it does a damaged record.
-RESULT_VERSION = 2
+RESULT_VERSION = 3  # 3: params
 WARNING_CHARS = 300  # a recorded warning is cut to this length, to stay readable in a leaderboard cell
 
 
@@ -58,6 +58,9 @@ class ModelResult:
     # pixels and its contribution to H(Yt|Ys); and the label map P(yt | ys) the transport found
     per_class: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     label_map: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # parameters of the network as extraction loaded it (``LoadedModel.parameter_count``, kept in its stores'
+    # manifests); None when no store recorded it (stores written before it was)
+    params: int | None = None
     version: int = RESULT_VERSION
 
     def __post_init__(self) -> None:

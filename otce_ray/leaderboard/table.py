@@ -12,11 +12,13 @@ starts one: nothing says whether it differs from its neighbours.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pandas as pd
 
-from otce_ray.leaderboard.columns import FIXED, board_columns
+from otce_ray.leaderboard.columns import board_columns
+from otce_ray.leaderboard.consensus import consensus
+from otce_ray.leaderboard.decisions import DecisionSettings, top_probabilities
 from otce_ray.leaderboard.results import ModelResult
 from otce_ray.scoring.summary import summarize_repeats
 
@@ -29,7 +31,7 @@ def _row(result: ModelResult) -> dict:
         "n_source": result.n_source, "n_target": result.n_target, "estimator": result.estimator,
         "max_marginal_error": result.max_marginal_error, "extract_seconds": result.extract_seconds,
         "score_seconds": result.score_seconds, "status": result.status, "error": result.error,
-        "repeats_dropped": result.repeats_dropped,
+        "repeats_dropped": result.repeats_dropped, "params": result.params,
         "warnings": WARNING_SEPARATOR.join(result.warnings) or None,
     }
     row.update(result.metrics)
@@ -58,28 +60,31 @@ def indistinguishable_groups(ci_low: list[float], ci_high: list[float]) -> list[
     return groups
 
 
-def build_leaderboard(results: Iterable[ModelResult]) -> pd.DataFrame:
+def build_leaderboard(results: Iterable[ModelResult], priors: Mapping[str, float | None] | None = None,
+                      decisions: DecisionSettings | None = None) -> pd.DataFrame:
     """Rank scored models best first (ties by name), add indistinguishable groups, failed models last by name.
 
     Baseline metrics recorded with the results become float columns after OTCE's own; each model's warnings (why a
-    baseline is NaN, an unconverged repeat, ...) are one ``warnings`` cell, joined by ``WARNING_SEPARATOR``. The
-    columns are ``otce_ray.leaderboard.columns``'.
+    baseline is NaN, an unconverged repeat, ...) are one ``warnings`` cell, joined by ``WARNING_SEPARATOR``. Scored
+    models also get ``p_best``/``p_top_k`` (``otce_ray.leaderboard.decisions.top_probabilities`` under
+    ``decisions``) and their ``consensus``; ``priors`` (model -> the number its spec gives, if any) fill ``prior``.
+    The columns are ``otce_ray.leaderboard.columns``'.
     """
     results_list = list(results)
-    rows = [_row(r) for r in results_list]
+    decisions = decisions or DecisionSettings()
+    rows = [{**_row(r), "prior": (priors or {}).get(r.model)} for r in results_list]
     names = [r["model"] for r in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"one result per model, got duplicates of {sorted({n for n in names if names.count(n) > 1})}")
     scored = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-r["otce"], r["model"]))
     failed = sorted((r for r in rows if r["status"] != "ok"), key=lambda r: r["model"])
     groups = indistinguishable_groups([r["otce_ci_low"] for r in scored], [r["otce_ci_high"] for r in scored])
+    chances = top_probabilities({r.model: r.scores for r in results_list if r.status == "ok"}, decisions.top_k,
+                                resamples=decisions.resamples, seed=decisions.seed)
     for rank, (row, group) in enumerate(zip(scored, groups), start=1):
-        row.update(rank=rank, group=group)
+        row.update(rank=rank, group=group, **chances.loc[row["model"]].to_dict())
     columns = board_columns(dict.fromkeys(name for result in results_list for name in result.metrics))
     frame = pd.DataFrame(scored + failed, columns=[column.name for column in columns])
-    return frame.astype({column.name: column.dtype for column in columns})
-
-
-def metric_columns(board: pd.DataFrame) -> list[str]:
-    """The baseline metric columns of a leaderboard: every column beyond the fixed ones, in board order."""
-    return [column for column in board.columns if column not in FIXED]
+    frame = frame.astype({column.name: column.dtype for column in columns})
+    frame["consensus"] = consensus(frame.iloc[:len(scored)]).reindex(frame.index)
+    return frame

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from otce_ray import __version__, fs
+from otce_ray.leaderboard.decisions import DecisionSummary, summarise
+from otce_ray.leaderboard.decisions_view import CALIBRATION_PAGE
 from otce_ray.leaderboard.drilldown import ClassNames
 from otce_ray.leaderboard.render import leaderboard_html, leaderboard_markdown
 from otce_ray.leaderboard.results import ModelResult
@@ -42,15 +44,19 @@ def _parquet_bytes(board: pd.DataFrame) -> bytes:
 
 
 def write_leaderboard(output: str, board: pd.DataFrame, results: Sequence[ModelResult] = (),
-                      class_names: ClassNames | None = None) -> list[str]:
+                      class_names: ClassNames | None = None, decisions: DecisionSummary | None = None) -> list[str]:
     """Write leaderboard.{csv,parquet,md,html} under ``output``; returns the URIs written. The page's drill-down per
     model and best source per target class come from ``results`` (their per-class records), named by
-    ``class_names``."""
+    ``class_names``; the Markdown and the page show ``decisions`` (default: ``summarise(board)``), and the page links
+    the calibration page when ``output`` holds one."""
+    decisions = decisions or summarise(board)
+    calibrated = fs.exists(fs.join(output, CALIBRATION_PAGE))
     contents = {
         "leaderboard.csv": csv_bytes(board),
         "leaderboard.parquet": _parquet_bytes(board),
-        "leaderboard.md": leaderboard_markdown(board).encode(),
-        "leaderboard.html": leaderboard_html(board, results, class_names).encode(),
+        "leaderboard.md": leaderboard_markdown(board, decisions=decisions).encode(),
+        "leaderboard.html": leaderboard_html(board, results, class_names, decisions=decisions,
+                                             calibration=calibrated).encode(),
     }
     uris = []
     for name in LEADERBOARD_FILES:

@@ -43,6 +43,7 @@ class LoadedModel:
         self.feature_layer_name = feature_layer_name or spec.feature_layer
         self.device = device
         self._module = module
+        self.parameter_count = sum(parameter.numel() for parameter in module.parameters())  # the leaderboard's params
         self._captured: list[torch.Tensor] = []
         if feature_layer is not None:
             feature_layer.register_forward_hook(lambda _m, _i, output: self._captured.append(output))

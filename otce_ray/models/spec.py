@@ -51,6 +51,8 @@ MODEL = ByFormat(
         "size": Setting(ListOf(Interval(Integral, 1), "values ([height, width])", length=2), None,
                         "inputs are resized to it before the forward; null: as they are"),
         "autocast": Setting(Boolean(), True, "the forward runs under bf16 autocast on CUDA"),
+        "prior": Setting(Interval(Real), None, "a number you trust about the model, e.g. its published mIoU; higher = "
+                                               "expected better (a leaderboard column and reference ordering)"),
     },
     formats={family.format: family.fields for family in FAMILIES.values()},
 )
@@ -89,6 +91,7 @@ class ModelSpec:
     size: tuple[int, int] | None = MODEL.default("size")
     init_seed: int = MODEL.default("init_seed")
     autocast: bool = MODEL.default("autocast")
+    prior: float | None = MODEL.default("prior")  # a label for the leaderboard: never changes the features
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "ModelSpec":
@@ -115,15 +118,16 @@ class ModelSpec:
         return _jsonable(asdict(self))
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the extracted features (the name is only a label)."""
+        """Hash of everything that changes the extracted features (the name and the prior are only labels)."""
         content = {k: v for k, v in self.to_dict().items()
-                   if k != "name" and not (k in _ADDED_LATER and v is None)}
+                   if k not in _LABELS and not (k in _ADDED_LATER and v is None)}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Fields added after specs were first fingerprinted: left out of the fingerprint while unset, so that adding one
 # does not make every recorded model look changed (and rescored).
 _ADDED_LATER = ("encoder",)
+_LABELS = ("name", "prior")  # what a user calls or believes of a model, not what it computes
 
 
 def _applicable(entry: Mapping[str, Any]) -> dict[str, Any]:

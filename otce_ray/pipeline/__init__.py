@@ -1,5 +1,5 @@
 """The job: extract what is missing, fan the K OTCE repeats of each model out as Ray tasks, write the leaderboard."""
 
-from otce_ray.pipeline.run import extract, run
+from otce_ray.pipeline.run import extract, rank, run
 
-__all__ = ["extract", "run"]
+__all__ = ["extract", "rank", "run"]

@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import ray
 
 from otce_ray.cluster import Cluster, DispatchStats, drive
-from otce_ray.config import RunConfig
+from otce_ray.config import RunConfig, as_config
 from otce_ray.extraction import ExtractionJobs, ExtractionSummary, StorePlan, WorkerPool, WorkerSettings
 from otce_ray.datasets import class_names
 from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, per_class_table, write_leaderboard, write_per_class, write_run_json,
 )
+from otce_ray.leaderboard.decisions import DecisionSummary, summarise
 from otce_ray.pipeline.plan import RunPlan, make_plan
 from otce_ray.pipeline.preflight import check_writable, claim_output
 from otce_ray.pipeline.progress import Progress
@@ -59,18 +60,58 @@ def run(config: RunConfig, *, progress: bool = True, overwrite: bool = False) ->
         details = _execute(plan, cluster, bar, recorded)
         bar.close()
         results = [recorded[spec["name"]] for spec in config.models]
-        board = build_leaderboard(results)
-        names = class_names(config.target["format"])
-        write_leaderboard(config.output, board, results, names)
-        write_per_class(config.output, per_class_table(results, names))
+        board, decisions = publish(config, results)
         timings = {"total_seconds": time.perf_counter() - started, "models_run": len(plan.by_action("run")),
                    "models_reused": len(plan.by_action("reuse"))}
         write_run_json(config.output, config.to_dict(), timings, {r.model: r.warnings for r in results},
-                       plan=plan.summary(), **details)
+                       plan=plan.summary(), decisions=decisions.to_dict(), **details)
         return board
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def rank(config: RunConfig | Mapping[str, Any] | str | os.PathLike, *, overwrite: bool = False,
+         progress: bool = False) -> pd.DataFrame:
+    """Rank the models of a run config by OTCE transferability and return the leaderboard, for notebooks.
+
+    The whole run of ``otce-ray score``: extract what the pixel stores lack, score, write the leaderboard files and
+    ``run.json`` to the config's ``output``; a rerun reuses every recorded result.
+
+    Parameters
+    ----------
+    config : RunConfig, mapping or path
+        A ``RunConfig``; a mapping as the YAML file would hold (relative paths from the working directory); or
+        the path of a YAML run config, local or ``s3://``.
+    overwrite : bool, default False
+        Write into an output that holds the results of a run with other settings.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, best first (the columns of ``otce_ray.leaderboard.columns``): ``otce`` with its 95%
+        interval, ``p_best``, ``p_top_k``, the baseline metrics, ``consensus``, ``params``, ``prior``, ...
+
+    Examples
+    --------
+    >>> import otce_ray
+    >>> board = otce_ray.rank("run.yaml")  # doctest: +SKIP
+    >>> board[["rank", "model", "otce", "p_best", "consensus"]].head()  # doctest: +SKIP
+    """
+    return run(as_config(config), progress=progress, overwrite=overwrite)
+
+
+def publish(config: RunConfig, results: Sequence[ModelResult]) -> tuple[pd.DataFrame, DecisionSummary]:
+    """Build the leaderboard of ``results`` (priors from the config's model entries, decisions under its
+    ``decisions`` settings) and write its files and ``per_class.csv`` to the output; the board and its summary."""
+    board = build_leaderboard(results, {spec["name"]: spec.get("prior") for spec in config.models}, config.decisions)
+    decisions = summarise(board, config.decisions)
+    names = class_names(config.target["format"])
+    write_leaderboard(config.output, board, results, names, decisions)
+    write_per_class(config.output, per_class_table(results, names))
+    return board, decisions
 
 
 def _execute(plan: RunPlan, cluster: Cluster, bar: Progress, results: dict[str, ModelResult]) -> dict[str, Any]:

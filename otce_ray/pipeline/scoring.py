@@ -230,5 +230,6 @@ class ScoringJobs:
         result = ModelResult.from_repeats(
             model=model.name, source=model.spec["source"]["name"], architecture=model.spec.get("architecture"),
             settings=self.config.otce, records=list(model.records.values()), metrics=model.metrics,
-            notes=notes, error=model.error, extract_seconds=model.extract_seconds, fingerprint=model.fingerprint)
+            notes=notes, error=model.error, extract_seconds=model.extract_seconds, fingerprint=model.fingerprint,
+            params=next((s.params for s in model.stores.values() if s.params is not None), None))
         self._records.append((model, result))
