@@ -101,6 +101,23 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0 if (table["status"] == "ok").any() else 1
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from otce_ray import fs
+    from otce_ray.config import load_config
+    from otce_ray.evaluation.calibration import CALIBRATION_CSV, calibrate
+    from otce_ray.finetune import FineTuneSettings
+
+    config = load_config(args.config)
+    overrides = {"eval_images": args.eval_images, "steps": args.steps}
+    settings = FineTuneSettings(**{key: value for key, value in overrides.items() if value is not None})
+    table = calibrate(config, models=args.models, seed=args.seed, settings=settings, measure=args.measure)
+    print(table.attrs["models"].to_string(index=False), end="\n\n")
+    print(table.drop(columns=["note"]).to_string(index=False), end="\n\n")
+    print("\n".join(table.attrs["summary"]))
+    print(f"calibration written to {fs.join(config.output, CALIBRATION_CSV)} (and calibration.html)")
+    return 0 if (table.attrs["models"]["status"] == "ok").sum() >= 3 else 1
+
+
 def _zoo_scan(args: argparse.Namespace) -> int:
     import collections
 
@@ -200,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--seed", type=int, default=None, help="picks the images, new heads, batches (default 0)")
     finetune.add_argument("--out", default=None, help="CSV path or s3:// URI (default: OUTPUT/ground_truth.csv)")
     finetune.set_defaults(handler=_finetune)
+
+    calibration = commands.add_parser("calibrate", help="check the leaderboard on your own data: fine-tune a few "
+                                                        "models spread over it and correlate every ordering")
+    calibration.add_argument("--config", required=True, help="the run config of the leaderboard (YAML)")
+    calibration.add_argument("--models", type=int, default=6, help="models to fine-tune, at least 3 (default 6)")
+    calibration.add_argument("--seed", type=int, default=0, help="draws the models within their strata (default 0)")
+    calibration.add_argument("--eval-images", type=int, default=None, help="held-out images (default 50)")
+    calibration.add_argument("--steps", type=int, default=None, help="training steps (default: the fixed schedule's)")
+    calibration.add_argument("--measure", default="log_likelihood", choices=("log_likelihood", "miou", "pixel_accuracy"),
+                             help="the fine-tuned result to correlate with (default log_likelihood)")
+    calibration.set_defaults(handler=_calibrate)
 
     zoo = commands.add_parser("zoo", help="model zoos in their native formats")
     zoo_commands = zoo.add_subparsers(dest="zoo", required=True)

@@ -23,6 +23,8 @@ error (``degenerate_reason`` says which), so one broken baseline cannot stop an 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -196,3 +198,62 @@ def bootstrap(measure: Measure, scores: ArrayLike, performance: ArrayLike, *, re
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return Estimate(value, float(low), float(high))
+
+
+EXACT_PERMUTATIONS = 8  # up to this many models a permutation test enumerates every ordering (8! = 40,320)
+
+
+def _orderings(n: int, *, seed: int, resamples: int) -> np.ndarray:
+    """Every permutation of ``range(n)`` (n <= ``EXACT_PERMUTATIONS``), else ``resamples`` seeded random ones."""
+    if n <= EXACT_PERMUTATIONS:
+        return np.array(list(itertools.permutations(range(n))))
+    rng = np.random.default_rng(seed)
+    return np.argsort(rng.random((resamples, n)), axis=1)
+
+
+def permutation_p(measure: Measure, scores: ArrayLike, performance: ArrayLike, *, seed: int = 0,
+                  resamples: int = 10_000) -> float:
+    """One-sided p-value of ``measure`` under random orderings: the share of orderings of ``performance`` over
+    the models whose measure reaches the observed one (exact up to ``EXACT_PERMUTATIONS`` models; else seeded Monte
+    Carlo, counting the observed ordering once). NaN where the measure is undefined."""
+    x, y = _pair(scores, performance)
+    observed = measure(x, y)
+    if np.isnan(observed):
+        return math.nan
+    orders = _orderings(len(y), seed=seed, resamples=resamples)
+    reached = int((measure(np.broadcast_to(x, orders.shape), y[orders]) >= observed - 1e-12).sum())
+    exact = len(y) <= EXACT_PERMUTATIONS
+    return reached / len(orders) if exact else (reached + 1) / (len(orders) + 1)
+
+
+def kendall_needed(n: int, *, alpha: float = 0.05, seed: int = 0, resamples: int = 10_000) -> float:
+    """The smallest Kendall tau that ``n`` models without ties reach with probability at most ``alpha`` under random
+    orderings (one-sided): below it, agreement cannot be told from chance. NaN when even a perfect order is more
+    likely than ``alpha`` (3 models: 1 in 6)."""
+    if n < MIN_MODELS:
+        return math.nan
+    orders = _orderings(n, seed=seed, resamples=resamples)
+    taus = np.sort(kendall(np.broadcast_to(np.arange(n, dtype=float), orders.shape), orders.astype(float)))
+    for tau in np.unique(taus):
+        if (taus >= tau - 1e-12).mean() <= alpha:
+            return float(tau)
+    return math.nan
+
+
+def fisher_interval(value: float, n: int, *, rank: bool = False, confidence: float = CONFIDENCE
+                    ) -> tuple[float, float]:
+    """A normal-theory interval for a correlation over ``n`` models, on Fisher's z = atanh(value): standard error
+    1/sqrt(n - 3) for Pearson, sqrt(0.437 / (n - 4)) for Kendall's tau (``rank``; Fieller, Hartley & Pearson, 1957).
+
+    Unlike a bootstrap over the models, it widens with few models: four models in perfect order give a bootstrap
+    interval of [1, 1], since every resample is in order too. NaN bounds when ``n`` is too small for the formula; a
+    value of exactly +-1 collapses it (the permutation p-value then says what the models show).
+    """
+    spare = n - (4 if rank else 3)
+    if spare <= 0 or not np.isfinite(value):
+        return math.nan, math.nan
+    if abs(value) >= 1:
+        return float(value), float(value)
+    half = stats.norm.ppf((1 + confidence) / 2) * math.sqrt((0.437 if rank else 1.0) / spare)
+    z = math.atanh(value)
+    return math.tanh(z - half), math.tanh(z + half)

@@ -85,7 +85,7 @@ def scatter_png(merged: pd.DataFrame, row: pd.Series) -> bytes:
     return buffer.getvalue()
 
 
-_STYLE = """
+STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; font-size: 13px; margin-bottom: 1.5em; }
 th, td { border: 1px solid #c5d0e0; padding: 3px 7px; text-align: left; }
@@ -103,7 +103,7 @@ def evaluation_html(evaluation: pd.DataFrame, images: dict[str, bytes]) -> str:
     figures = [f'<figure><img alt="{html.escape(metric)} scatter plot" '
                f'src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
                for metric, png in images.items()]
-    return html_page(title, _STYLE, LEGEND, f"<table><thead><tr>{head}</tr></thead><tbody>", *body,
+    return html_page(title, STYLE, LEGEND, f"<table><thead><tr>{head}</tr></thead><tbody>", *body,
                      "</tbody></table>", *figures)
 
 

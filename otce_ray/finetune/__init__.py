@@ -6,7 +6,7 @@ target images the scores saw and evaluates on others).
 """
 
 from otce_ray.finetune.metrics import Evaluation, mean_iou, pixel_accuracy
-from otce_ray.finetune.run import GROUND_TRUTH_FILE, ground_truth
+from otce_ray.finetune.run import GROUND_TRUTH_FILE, finetune_each, ground_truth
 from otce_ray.finetune.split import TargetSplit, split_target, training_target
 from otce_ray.finetune.train import FineTuneRecord, FineTuneSettings, finetune_model, finetune_or_fail, fit_classifier
 
@@ -16,6 +16,7 @@ __all__ = [
     "FineTuneRecord",
     "FineTuneSettings",
     "TargetSplit",
+    "finetune_each",
     "finetune_model",
     "finetune_or_fail",
     "fit_classifier",

@@ -31,6 +31,9 @@ g.plot-row { cursor: pointer; }
 #drilldown { border: 2px solid #1f4e9c; padding: 0.5em 1em 1em; margin: 1.5em 0; }
 .charts { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 .heatmap-scroll { max-width: 100%; max-height: 80vh; overflow: auto; }
+#decisions { max-width: 70em; }
+#decisions p.method { color: #4a5a78; font-size: 12px; }
+ul.flags li { color: #7a1f1f; font-weight: bold; }
 """
 
 SCRIPT = r"""

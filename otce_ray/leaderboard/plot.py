@@ -65,7 +65,7 @@ def scores_svg(board: pd.DataFrame) -> str:
         mid = ROW / 2
         parts.append(f'<g class="plot-row" data-model="{html.escape(name)}" transform="translate(0,{ROW * i})">'
                      f"<title>{html.escape(name)}: {row.otce:.4f} [{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}], "
-                     f"group {group}</title>"
+                     f"group {group}, P(best) {row.p_best:.3f}</title>"
                      f'<rect x="0" y="0" width="{_WIDTH}" height="{ROW}" fill="{_BANDS[(group - 1) % 2]}"/>{grid}'
                      + (f'<line x1="0" x2="{_WIDTH}" y1="0" y2="0" stroke="#8fa3c4"/>'
                         f'<text x="{_WIDTH - 6}" y="14" text-anchor="end" fill="#4a5a78">G{group}</text>'
