@@ -170,3 +170,57 @@ def test_the_interval_plot_scrolls_under_its_axis_at_500_models(browser, zoo_pag
     assert box["scroll"] == 20 * int((board["status"] == "ok").sum())
     assert box["client"] < box["scroll"]  # the rows scroll inside the box, 20 px each, the axis stays above it
     assert abs(box["gap"]) <= 2
+
+
+@pytest.fixture(scope="module")
+def calibrated_output(tmp_path_factory):
+    """A leaderboard whose output holds a calibration page (``otce-ray calibrate``'s files, from known values)."""
+    import pandas as pd
+
+    from otce_ray.evaluation.calibration import calibration_html, calibration_table
+
+    results = zoo_results(60, failed_every=20)
+    board = build_leaderboard(results, priors={result.model: index / 60 for index, result in enumerate(results)})
+    folder = tmp_path_factory.mktemp("calibrated")
+    picked = board[board["status"] == "ok"]["model"].iloc[[0, 10, 20, 40]]
+    models = pd.DataFrame({"model": picked, "log_likelihood": [-0.2, -0.3, -0.25, -0.5], "status": "ok"})
+    (folder / "calibration.html").write_text(calibration_html(calibration_table(board, models), models,
+                                                              "log_likelihood"))
+    (folder / "leaderboard.html").write_text(leaderboard_html(board, results, CLASS_NAMES, calibration=True))
+    return folder, board
+
+
+def test_decision_columns_sort_and_the_calibration_page_opens(browser, calibrated_output):
+    folder, board = calibrated_output
+    browser.get((folder / "leaderboard.html").as_uri())
+    _wait(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true",
+          "the page script")
+    assert browser.find_element("id", "decisions").is_displayed()
+    assert "Recommended ordering: OTCE" in browser.find_element("id", "decisions").text
+    headers = _headers(browser)
+    assert headers[headers.index("95% interval") + 1] == "P(best)"  # shown next to the interval
+    assert {"P(top k)", "consensus", "params", "prior"} <= set(headers)
+    model, p_best = headers.index("model"), headers.index("P(best)")
+    scored = board[board["status"] == "ok"]
+    _click_header(browser, "P(best)")
+    _click_header(browser, "P(best)")  # descending: the most likely best first, failed rows (no value) last
+    expected = scored.sort_values(["p_best"], ascending=False, kind="stable")["model"].iloc[0]
+    _wait(browser, lambda d: _column(d, model)[0] == expected, "descending P(best)")
+    values = [float(v) for v in _column(browser, p_best)[:len(scored)]]
+    assert values == sorted(values, reverse=True) and _column(browser, p_best)[len(scored):] == [""] * (
+        len(board) - len(scored))
+    rows = browser.execute_script("return document.querySelectorAll('#agreement tbody tr').length;")
+    assert rows == 2  # otce and the consensus: these results hold no baseline metric
+    browser.save_screenshot(str(ARTIFACTS / "leaderboard-decisions.png"))
+
+    browser.find_element("css selector", "#calibration-link a").click()
+    _wait(browser, lambda d: d.current_url.endswith("calibration.html"), "the calibration page")
+    orderings = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#calibration-orderings tbody tr'))"
+        ".map(function (r) { return r.cells[0].textContent; });")
+    assert orderings == ["otce", "consensus", "prior"]
+    assert browser.execute_script("return document.querySelectorAll('#calibration-models tbody tr').length;") == 4
+    assert "K = 4 fine-tuned models can only show" in browser.find_element("tag name", "body").text
+    browser.save_screenshot(str(ARTIFACTS / "calibration.png"))
+    browser.find_element("link text", "Back to the leaderboard").click()
+    _wait(browser, lambda d: d.current_url.endswith("leaderboard.html"), "the way back")

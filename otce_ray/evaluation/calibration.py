@@ -201,8 +201,9 @@ def summary_lines(table: pd.DataFrame, models: pd.DataFrame, measure: str) -> li
     agreed = table[table["agreed_best"]]
     if len(agreed):
         row = agreed.iloc[0]
+        chance = "" if row["kendall_p"] <= ALPHA else ": no better than chance could do with these models"
         lines.append(f"Agreed best on your data: {', '.join(agreed['ordering'])} (Kendall {row['kendall']:.2f}, "
-                     f"Pearson {row['pearson']:.2f}).")
+                     f"Pearson {row['pearson']:.2f}{chance}).")
     failed = models[models["status"] != "ok"]
     lines += [f"Not fine-tuned: {row.model}: {row.error}" for row in failed.itertuples(index=False)]
     return lines
