@@ -36,5 +36,5 @@ def write_store(store: str, parts: list[int], *, key: str = "k1", dtype: str = "
         entries.append({"file": part_name(shard), "shard": shard, "rows": rows, "images": 1})
         offset += rows
     write_manifest(store, dataset, model, {"key": key, "feature_dim": 6, "logit_dim": 3 if logits else None,
-                                      "parts": entries, "rows": offset})
+                                      "parts": entries, "rows": offset, "images": len(parts)})
     return offset

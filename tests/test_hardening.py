@@ -20,6 +20,7 @@ from otce_ray.config import ConfigError, load_config, parse_config
 from otce_ray.datasets.images import read_image
 from otce_ray.evaluation import read_table
 from otce_ray.leaderboard import ModelResult, build_leaderboard
+from otce_ray.leaderboard.render import leaderboard_html, leaderboard_markdown
 from otce_ray.leaderboard.writers import write_leaderboard, write_per_class
 from otce_ray.models import load_model
 from otce_ray.pipeline.preflight import OutputError, claim_output
@@ -79,7 +80,7 @@ def _stored_score(tmp_path, scale: float) -> float:
         part = {name: getattr(columns, name)[rows] for name in ("image_ids", "rows", "cols", "labels", "features")}
         write_part(part_uri(store, dataset, "s", "k", 0), pixel_table(**part, logits=None, metadata={"key": "k"}))
         write_manifest(store, dataset, "s", {"key": "k", "feature_dim": 8, "logit_dim": None, "rows": 300,
-                                             "parts": [{"file": "part-00000.parquet", "rows": 300}]})
+                                             "images": 3, "parts": [{"file": "part-00000.parquet", "rows": 300}]})
     source, target = read_pixels(store, "src", "s"), read_pixels(store, "tgt", "s")
     return otce_score(source.features, source.labels, target.features, target.labels, n_pixels=250, repeats=2,
                       device="cpu").score
@@ -114,6 +115,9 @@ def test_repeats_of_the_same_pixels_give_no_interval_and_no_group():
     board = build_leaderboard([same, other]).set_index("model")
     assert board.loc["small", "otce"] == pytest.approx(-0.8) and pd.isna(board.loc["small", "otce_ci_low"])
     assert pd.isna(board.loc["small", "group"]) and board.loc["big", "group"] == 1  # it starts no group
+    page = leaderboard_html(build_leaderboard([same, other]))
+    assert "small: -0.8000, no interval, no group" in page and '<tr class="no-group">' in page
+    assert "| small |" in leaderboard_markdown(build_leaderboard([same, other]))
 
 
 def test_s3_paths_with_dot_segments_are_refused(tmp_path):

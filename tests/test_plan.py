@@ -14,7 +14,7 @@ from otce_ray.datasets.synth import write_benchmark
 from otce_ray.extraction import ExtractionSummary, StorePlan
 from otce_ray.leaderboard import ModelResult, record_result
 from otce_ray.pipeline.plan import decide_resources, make_plan
-from otce_ray.store import write_manifest
+from store_cases import write_store
 
 LAPTOP = ClusterView(({"CPU": 2.0, "object_store_memory": 1e8},))
 NO_GPU_YET = ClusterView(({"CPU": 0.0},))  # an autoscaling cluster's head, before any worker
@@ -82,11 +82,9 @@ def test_recorded_results_are_reused_by_fingerprint(benchmark, tmp_path):
 def test_a_complete_store_is_planned_as_cached(benchmark, tmp_path):
     config = parse_config(_raw(benchmark, tmp_path), base_dir=str(tmp_path))
     first = make_plan(config, LAPTOP).models[2].stores[0]
-    manifest = {"key": first.request.key, "rows": 10, "images": 5, "parts": [{}, {}], "feature_dim": 32,
-                "logit_dim": 19}
-    write_manifest(config.store, "gamma", "unet_gamma", manifest)
+    write_store(config.store, [5, 5], key=first.request.key, dataset="gamma", model="unet_gamma")
     cached = make_plan(config, LAPTOP).models[2].stores[0]
-    assert isinstance(cached, ExtractionSummary) and (cached.status, cached.feature_dim) == ("cached", 32)
+    assert isinstance(cached, ExtractionSummary) and (cached.status, cached.feature_dim) == ("cached", 6)
 
 
 def test_models_whose_inputs_cannot_be_reached_fail_alone(benchmark, tmp_path, monkeypatch):

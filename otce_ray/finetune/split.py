@@ -10,9 +10,12 @@ depends on the spec's ``seed`` only, never on the fine-tuning seed, so replicate
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import numpy as np
 
 from otce_ray.datasets import Item, open_dataset
 from otce_ray.datasets.selection import seeded_subset
@@ -20,6 +23,7 @@ from otce_ray.datasets.selection import seeded_subset
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_IMAGES = 20  # the paper's few-shot setting (section 3.1)
+DRAW_STREAM = 0xD4A3  # the seed stream of the training images' bootstrap draws
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,16 @@ class TargetSplit:
     train: tuple[Item, ...]
     test: tuple[Item, ...]
     num_classes: int
+
+    def redrawn(self, draw: int | None) -> "TargetSplit":
+        """This split with its training images replaced by a bootstrap resample of them (as many, drawn with
+        replacement, seeded by ``draw``), or itself for None. Replicate fine-tunings on redrawn images measure how
+        much the ground truth depends on which images happened to be drawn, without ever training on an image the
+        scores did not see or evaluating on one they did."""
+        if draw is None:
+            return self
+        picks = np.random.default_rng([DRAW_STREAM, draw]).integers(0, len(self.train), len(self.train))
+        return dataclasses.replace(self, train=tuple(self.train[int(i)] for i in picks))
 
 
 def training_target(target: Mapping[str, Any], train_images: int | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
 import pandas as pd
 
 ROW = 20
@@ -46,9 +47,9 @@ def scores_svg(board: pd.DataFrame) -> str:
     rows = list(scored.itertuples(index=False))
     left = max(_PLOT_LEFT_MIN, _CHAR * max(len(_label(str(r.model))) for r in rows) + 16)
     right = _WIDTH - 48
-    # a model whose repeats drew the same pixels has no interval (and no group): its point alone is drawn
-    low = float(min(scored["otce_ci_low"].min(), scored["otce"].min()))
-    high = float(max(scored["otce_ci_high"].max(), scored["otce"].max()))
+    # a model without an interval (its repeats drew the same pixels) is drawn as its point alone
+    low = float(np.fmin(scored["otce_ci_low"].astype(float), scored["otce"]).min())
+    high = float(np.fmax(scored["otce_ci_high"].astype(float), scored["otce"]).max())
     pad = (high - low) * 0.05 or max(abs(high) * 0.05, 1e-6)
     low, high = low - pad, high + pad
 
@@ -62,22 +63,24 @@ def scores_svg(board: pd.DataFrame) -> str:
              "<title>OTCE score per model with its 95% interval</title>"]
     previous_group = None
     for i, row in enumerate(rows):
-        group = None if pd.isna(row.group) else int(row.group)
+        grouped = not pd.isna(row.group)
+        group = int(row.group) if grouped else None
         name = str(row.model)
         mid = ROW / 2
-        told = f"[{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}], group {group}" if group else "no interval"
+        interval = "" if pd.isna(row.otce_ci_low) else f" [{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}]"
         parts.append(f'<g class="plot-row" data-model="{html.escape(name)}" transform="translate(0,{ROW * i})">'
-                     f"<title>{html.escape(name)}: {row.otce:.4f} {told}, P(best) {row.p_best:.3f}</title>"
-                     f'<rect x="0" y="0" width="{_WIDTH}" height="{ROW}" '
-                     f'fill="{_BANDS[(group - 1) % 2] if group else _BANDS[1]}"/>{grid}'
+                     f"<title>{html.escape(name)}: {row.otce:.4f}{interval}, "
+                     f"{f'group {group}' if grouped else 'no interval, no group'}, P(best) {row.p_best:.3f}</title>"
+                     f'<rect x="0" y="0" width="{_WIDTH}" height="{ROW}" fill="{_BANDS[((group or 1) - 1) % 2]}"/>'
+                     f"{grid}"
                      + (f'<line x1="0" x2="{_WIDTH}" y1="0" y2="0" stroke="#8fa3c4"/>'
                         f'<text x="{_WIDTH - 6}" y="14" text-anchor="end" fill="#4a5a78">G{group}</text>'
-                        if group and group != previous_group else "")
+                        if grouped and group != previous_group else "")
                      + f'<text x="{left - 8}" y="{mid + 4}" text-anchor="end">{html.escape(_label(name))}</text>'
                      + (f'<line x1="{x(row.otce_ci_low):.1f}" x2="{x(row.otce_ci_high):.1f}" y1="{mid}" y2="{mid}" '
-                        'stroke="#1f4e9c" stroke-width="2"/>' if group else "")
+                        'stroke="#1f4e9c" stroke-width="2"/>' if interval else "")
                      + f'<circle cx="{x(row.otce):.1f}" cy="{mid}" r="4" fill="#1f4e9c"/></g>')
-        previous_group = group
+        previous_group = group if grouped else previous_group
     parts.append("</svg>")
     return "\n".join([_axis(ticks, decimals, x, left, right, top=True),
                       '<div class="plot-scroll">', *parts, "</div>",

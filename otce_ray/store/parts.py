@@ -85,7 +85,7 @@ def _part_problem(where: str, part: Mapping[str, Any], key: str) -> str | None:
 
 
 # What every manifest holds (readers need each): a manifest without one is damaged, not half-read.
-_MANIFEST_FIELDS = {"key": str, "rows": int, "feature_dim": int, "parts": list}
+_MANIFEST_FIELDS = {"key": str, "rows": int, "images": int, "feature_dim": int, "parts": list}
 _PART_FIELDS = {"file": str, "rows": int}
 
 

@@ -1,204 +1,258 @@
-"""From a run's files to the paper's analyses: one wide table of scores and ground truth per (seed, experiment,
-target, model), then correlations per target, within families, per inter source city, averaged over targets on
-Fisher's z scale with block-bootstrap intervals, noise ceilings, and paired tests of OTCE against each baseline.
+"""From the per-cell table of validation v3 to every number of its report, by the rules of ``protocol``.
 
-The ground truth is the mean over fine-tuning seeds of each measure: ``log_likelihood`` (the paper's Definition 1),
-``miou`` and ``pixel_accuracy``. Every metric is read as "higher predicts better transfer".
+A cell is one (benchmark seed, experiment, target): its source models ranked by each metric and by the ground truth
+(the mean over replicates of the fine-tuned log-likelihood, mIoU and pixel accuracy). Every mean over cells is taken
+over the cells whose ground truth is reliable enough (noise ceiling >= ``MIN_CEILING``), with hierarchical bootstrap
+BCa intervals (``otce_ray.evaluation.inference``); comparisons are paired on the same resamples. Pure functions over
+the table: nothing here reads anything else.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from otce_ray.datasets.synth import DOMAINS
-from otce_ray.evaluation import bootstrap, kendall, pearson
-from otce_ray.scoring.baselines import BASELINES
-from otce_ray.validation.grid import SCORES, read_scores
-from otce_ray.validation.harness import read_truth, seed_dir, target_dir
-from otce_ray.validation.plan import EXPERIMENTS, INTER, Plan
-from otce_ray.evaluation.across_targets import (
-    Block,
-    Interval,
-    PairedDifference,
-    block_draws,
-    fisher_z_mean,
-    paired_difference,
-    percentile_interval,
-    replicate_reliability,
-    resampled_mean_correlation,
+from otce_ray.evaluation import kendall, pearson
+from otce_ray.evaluation.across_targets import Reliability, fisher_z_mean, replicate_reliability
+from otce_ray.evaluation.inference import (
+    DECISIONS,
+    Cells,
+    Comparison,
+    Estimate,
+    bca_interval,
+    compare,
+    draw_plans,
+    over_cells,
+    random_pick,
+    weighted_pearson,
 )
+from otce_ray.leaderboard.consensus import consensus
+from otce_ray.scoring.baselines import BASELINES
+from otce_ray.validation import protocol
+from otce_ray.validation.plan import INTER, SETTINGS
+from otce_ray.validation.tables import MEASURES, score_column, seconds_column
 
-MEASURES = ("log_likelihood", "miou", "pixel_accuracy")
-FAMILY = "family indicator"  # 1 when the source city's family is the target's: the reference line
-INDEX = ["seed", "experiment", "target", "model"]
-RESAMPLES = 2000
+CELL = ["seed", "experiment", "target"]
 
 
-def seed_table(plan: Plan, seed: int, work: Path) -> pd.DataFrame:
-    """One row per (experiment, target, model) of one seed: source city and family, the family indicator, every
-    baseline, every OTCE setting scored so far (one column per setting label), the ground truth's mean over
-    fine-tuning seeds per measure and its per-seed log-likelihood (``log_likelihood@{seed}``)."""
-    frames = []
-    for experiment in EXPERIMENTS:
-        for target in plan.targets_of(experiment):
-            sources = plan.sources_for(experiment, target)
-            board = pd.read_csv(target_dir(work, seed, experiment, target) / "leaderboard.csv",
-                                dtype={"model": "string"}).set_index("model")
-            truth = read_truth(plan, seed, work, experiment, target)
-            truth.loc[truth.status != "ok", list(MEASURES)] = np.nan
-            means = truth.groupby("model")[list(MEASURES)].mean()
-            replicates = truth.pivot(index="model", columns="finetune_seed", values="log_likelihood")
-            replicates.columns = [f"log_likelihood@{s}" for s in replicates.columns]
-            frame = pd.DataFrame({
-                "seed": seed, "experiment": experiment, "target": target.name, "model": [s.name for s in sources],
-                "source_city": [s.city for s in sources], "source_family": [DOMAINS[s.city].family for s in sources],
-                "target_family": target.family,
-            })
-            frame[FAMILY] = (frame.source_family == target.family).astype(float)
-            ok = board["status"].reindex(frame.model).eq("ok").to_numpy()
-            for metric in BASELINES:
-                values = board[metric].reindex(frame.model).to_numpy(float) if metric in board else np.nan
-                frame[metric] = np.where(ok, values, np.nan)
-            frame = frame.join(means, on="model").join(replicates, on="model")
-            frames.append(frame)
-    table = pd.concat(frames, ignore_index=True).astype({"model": "string", "target": "string"})
-    scores = read_scores(seed_dir(work, seed) / SCORES)
-    if len(scores):
-        wide = scores.pivot_table(index=["target", "model"], columns="setting", values="score", dropna=False)
-        table = table.join(wide, on=["target", "model"])
+def with_truth(cells: pd.DataFrame) -> pd.DataFrame:
+    """The table with each measure's mean over the ground-truth replicates (NaN when a replicate failed) and the
+    consensus ordering built on ``otce``, the OTCE setting the choice rule picked (set by ``with_chosen``)."""
+    out = cells.copy()
+    for measure in MEASURES:
+        replicates = [c for c in cells.columns if c.startswith(f"{measure}@")]
+        out[measure] = cells[replicates].mean(axis=1, skipna=False)
+    return out
+
+
+def with_chosen(cells: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """``otce`` := the chosen setting's score; ``consensus`` per cell over it and the consensus baselines."""
+    out = cells.assign(otce=cells[score_column(setting)])
+    ranks = [consensus(group) for _, group in out.groupby(CELL, sort=False)]
+    return out.assign(**{protocol.CONSENSUS: pd.concat(ranks)})
+
+
+def reliability(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: how repeatable the log-likelihood is over replicates (ICC of their mean), its noise ceiling
+    sqrt(ICC), and the spread of the ground truth over the cell's models (nats of log-likelihood, points of mIoU)."""
+    rows = []
+    for key, group in cells.groupby(CELL, sort=False):
+        replicates = group[[c for c in group.columns if c.startswith("log_likelihood@")]].dropna()
+        try:
+            result = replicate_reliability(replicates.to_numpy().T)
+        except ValueError:  # too few models or replicates to tell: not reliable, so left out
+            result = Reliability(float("nan"), float("nan"), float("nan"), replicates.shape[1])
+        rows.append({**dict(zip(CELL, key)), "models": len(group), "icc": result.icc, "ceiling": result.ceiling,
+                     "pairwise_pearson": result.pairwise_pearson,
+                     "spread_nats": float(np.ptp(group.log_likelihood.dropna())),
+                     "spread_miou": float(np.ptp(group.miou.dropna()))})
+    return pd.DataFrame(rows)
+
+
+def reliable(cells: pd.DataFrame, reliability_table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the cells whose noise ceiling reaches ``MIN_CEILING``."""
+    kept = reliability_table[reliability_table.ceiling >= protocol.MIN_CEILING][CELL]
+    return cells.merge(kept, on=CELL)
+
+
+def metrics(cells: pd.DataFrame) -> list[str]:
+    """What the report judges: every OTCE setting, every baseline, the consensus (when built), the reference lines."""
+    found = [score_column(name) for name in SETTINGS if score_column(name) in cells]
+    found += [name for name in BASELINES if name in cells]
+    found += [protocol.CONSENSUS] if protocol.CONSENSUS in cells else []
+    return found + [name for name in protocol.REFERENCE_LINES if name in cells]
+
+
+@dataclass
+class Design:
+    """One experiment's cells, their values per metric, and the resamples every comparison shares."""
+
+    cells: Cells
+    x: dict[str, dict]
+    y: dict
+    plans: list
+    seeds: tuple[int, ...]
+    _memo: dict = field(default_factory=dict)
+
+    def resampled(self, metric: str, statistic, pearson_mean: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """(value, resampled values, leave-one-seed-out values) of a statistic over cells (computed once)."""
+        key = (metric, statistic)
+        if key not in self._memo:
+            x = self.x[metric]
+            value = over_cells(self.cells, x, self.y, statistic, pearson_mean)
+            boot = over_cells(self.cells, x, self.y, statistic, pearson_mean, self.plans)
+            jack = np.array([over_cells(self.cells, x, self.y, statistic, pearson_mean,
+                                        keep=[s for s in self.seeds if s != out]) for out in self.seeds])
+            self._memo[key] = (value, boot, jack)
+        return self._memo[key]
+
+
+def design(cells: pd.DataFrame, experiment: str, metric_names: Sequence[str], measure: str = protocol.PRIMARY_MEASURE,
+           resamples: int = protocol.RESAMPLES) -> Design | None:
+    """The cells of ``experiment`` over the rows every listed metric and the measure have (so every metric is judged
+    on the same models)."""
+    rows = cells[cells.experiment == experiment]
+    rows = rows[rows[[measure]].notna().all(axis=1) & rows.status.eq("ok")]
+    if rows.empty:
+        return None
+    seeds = tuple(sorted(rows.seed.unique()))
+    targets, models, positions, y = {}, {}, {}, {}
+    x: dict[str, dict] = {metric: {} for metric in metric_names}
+    for seed in seeds:
+        mine = rows[rows.seed == seed]
+        models[seed] = tuple(dict.fromkeys(mine.model))
+        targets[seed] = tuple(dict.fromkeys(mine.target))
+        index = {model: i for i, model in enumerate(models[seed])}
+        for target, part in mine.groupby("target", sort=False):
+            positions[(seed, target)] = np.array([index[m] for m in part.model])
+            y[(seed, target)] = part[measure].to_numpy(float)
+            for metric in metric_names:
+                x[metric][(seed, target)] = part[metric].to_numpy(float)
+    structure = Cells(seeds, targets, models, positions)
+    return Design(structure, x, y, draw_plans(structure, resamples, protocol.BOOTSTRAP_SEED), seeds)
+
+
+def correlation(d: Design, metric: str) -> Estimate:
+    """Fisher-z mean Pearson over the design's cells, with its BCa interval."""
+    value, boot, jack = d.resampled(metric, weighted_pearson, True)
+    return bca_interval(value, boot, jack, protocol.CONFIDENCE)
+
+
+def difference(d: Design, a: str, b: str) -> Comparison:
+    """Mean Pearson of metric ``a`` minus that of ``b``, paired on the same resamples."""
+    value_a, boot_a, jack_a = d.resampled(a, weighted_pearson, True)
+    value_b, boot_b, jack_b = d.resampled(b, weighted_pearson, True)
+    return compare(value_a - value_b, boot_a - boot_b, jack_a - jack_b)
+
+
+def decision(d: Design, metric: str, statistic: str) -> Estimate:
+    value, boot, jack = d.resampled(metric, DECISIONS[statistic], False)
+    return bca_interval(value, boot, jack, protocol.CONFIDENCE)
+
+
+def random_reference(d: Design, statistic: str) -> float:
+    """What picking at random gives on average over the design's cells."""
+    return float(np.mean([random_pick(statistic, d.y[key], np.ones(len(d.y[key]))) for key in d.y]))
+
+
+@dataclass(frozen=True)
+class Choice:
+    chosen: str  # a name of ``CANDIDATES``
+    best: str
+    table: pd.DataFrame  # per candidate: endpoint, interval, cost, eligibility, equivalence to the best
+
+
+def choose(cells: pd.DataFrame, d: Design) -> Choice:
+    """The pre-registered rule: among the candidates with no unconverged repeat in the primary cells, the best
+    primary endpoint; a cheaper candidate (measured seconds per repeat) equivalent to it by TOST at ``MARGIN`` is
+    chosen instead, the cheapest such one."""
+    rows = []
+    primary = cells[cells.experiment == protocol.PRIMARY_EXPERIMENT]
+    for name in protocol.CANDIDATE_SETTINGS:
+        column = score_column(name)
+        dropped = primary.get("dropped_in", pd.Series(dtype="string")).astype("string").fillna("").str.split(
+            ",").apply(lambda names, name=name: name in names).any()
+        estimate = correlation(d, column)
+        rows.append({"setting": name, "label": SETTINGS[name].label, "pearson": estimate.value,
+                     "low": estimate.low, "high": estimate.high,
+                     "seconds_per_repeat": float(primary[seconds_column(name)].mean()),
+                     "eligible": bool(not dropped and np.isfinite(estimate.value))})
+    table = pd.DataFrame(rows)
+    eligible = table[table.eligible]
+    best = eligible.loc[eligible.pearson.idxmax(), "setting"]
+    cost = table.set_index("setting").seconds_per_repeat
+    tests = {name: difference(d, score_column(name), score_column(best)) for name in eligible.setting
+             if name != best and cost[name] < cost[best]}
+    table["tost_low90"] = table.setting.map(lambda n: tests[n].low90 if n in tests else np.nan)
+    table["tost_high90"] = table.setting.map(lambda n: tests[n].high90 if n in tests else np.nan)
+    table["equivalent_to_best"] = table.setting.map(
+        lambda n: n == best or (n in tests and tests[n].equivalent(protocol.MARGIN)))
+    cheaper = table[table.equivalent_to_best].sort_values("seconds_per_repeat")
+    return Choice(str(cheaper.iloc[0].setting), str(best), table)
+
+
+def within_family(cells: pd.DataFrame, metric_names: Sequence[str], measure: str = protocol.PRIMARY_MEASURE
+                  ) -> pd.DataFrame:
+    """Per metric: the Fisher-z mean over cells of the Pearson within each source family (inter), and their mean."""
+    rows = []
+    for metric in metric_names:
+        per_family = {}
+        for family, part in cells.groupby("source_family"):
+            per_family[family] = fisher_z_mean([pearson(*finite_pairs(group[metric], group[measure]))
+                                                for _, group in part.groupby(CELL, sort=False)])
+        rows.append({"metric": metric, **{f"r_{family}": value for family, value in per_family.items()},
+                     "within": fisher_z_mean(list(per_family.values()))})
+    return pd.DataFrame(rows)
+
+
+def by_source_city(cells: pd.DataFrame, metric_names: Sequence[str], measure: str = protocol.PRIMARY_MEASURE
+                   ) -> pd.DataFrame:
+    """The paper's Figs. 4-5: per (source family, metric), the Fisher-z mean over cells of the Pearson over the
+    architectures trained on that family's source city, and the mean Kendall."""
+    rows = []
+    for family, part in cells.groupby("source_family"):
+        for metric in metric_names:
+            groups = [finite_pairs(group[metric], group[measure]) for _, group in part.groupby(CELL, sort=False)]
+            rows.append({"source_family": family, "metric": metric,
+                         "pearson": fisher_z_mean([pearson(x, y) for x, y in groups]),
+                         "kendall": _mean([kendall(x, y) for x, y in groups])})
+    return pd.DataFrame(rows)
+
+
+def diagnosis(cells: pd.DataFrame, metric: str = "otce", measure: str = protocol.PRIMARY_MEASURE) -> pd.DataFrame:
+    """The inter experiment per (source family, architecture): the metric's mean standardised residual against the
+    ground truth within each cell (positive: ranked higher than its transfer deserves), beside the model's feature
+    width, feature scale and accuracy on its own city, and the Pearson of the residual with each of those over the
+    family's models: what OTCE's errors go with."""
+    inter = cells[cells.experiment == INTER].copy()
+
+    def standardised(column: pd.Series) -> pd.Series:
+        return (column - column.mean()) / column.std(ddof=0)
+
+    parts = []
+    for _, group in inter.groupby([*CELL, "source_family"], sort=False):
+        parts.append(group.assign(residual=standardised(group[metric]) - standardised(group[measure])))
+    inter = pd.concat(parts)
+    table = inter.groupby(["source_family", "architecture", "width", "feature_dim"], as_index=False).agg(
+        residual=("residual", "mean"), feature_norm=("feature_norm", "mean"), source_miou=("source_miou", "mean"),
+        params=("params", "mean"), truth=(measure, "mean"), score=(metric, "mean"))
+    for family, part in inter.groupby("source_family"):
+        for column in ("feature_dim", "feature_norm", "source_miou", "params"):
+            table.loc[table.source_family == family, f"residual_vs_{column}"] = pearson(
+                *finite_pairs(part["residual"], np.log(part[column]) if column in ("feature_norm", "params")
+                         else part[column]))
     return table
 
 
-def replicate_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("log_likelihood@")]
-
-
-def reliability_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (seed, experiment, target): replicate reliability of the log-likelihood over fine-tuning seeds."""
-    rows = []
-    for (seed, experiment, target), group in table.groupby(INDEX[:3], sort=False):
-        values = group[replicate_columns(table)].dropna().to_numpy().T
-        result = replicate_reliability(values)
-        rows.append({"seed": seed, "experiment": experiment, "target": target, "models": values.shape[1],
-                     "replicates": result.replicates, "pairwise_pearson": result.pairwise_pearson,
-                     "icc": result.icc, "ceiling": result.ceiling,
-                     "spread": float(np.ptp(values.mean(axis=0))),
-                     "seed_sd": float(values.std(axis=0, ddof=1).mean())})
-    return pd.DataFrame(rows)
-
-
-def correlations(table: pd.DataFrame, metrics: Sequence[str], measure: str = "log_likelihood",
-                 resamples: int = 1000) -> pd.DataFrame:
-    """Per (seed, experiment, target, metric): Pearson and Kendall with their bootstrap intervals over models."""
-    rows = []
-    for (seed, experiment, target), group in table.groupby(INDEX[:3], sort=False):
-        for metric in metrics:
-            if metric not in group:
-                continue
-            x, y = _finite(group[metric], group[measure])
-            row = {"seed": seed, "experiment": experiment, "target": target, "metric": metric, "measure": measure,
-                   "models": len(x)}
-            for name, statistic in (("pearson", pearson), ("kendall", kendall)):
-                estimate = bootstrap(statistic, x, y, resamples=resamples)
-                row.update({name: estimate.value, f"{name}_low": estimate.low, f"{name}_high": estimate.high})
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def within_family(table: pd.DataFrame, metrics: Sequence[str], measure: str = "log_likelihood") -> pd.DataFrame:
-    """Per (seed, experiment, target, metric): Pearson within the real-like and within the game-like sources, and
-    their Fisher-z mean: what a metric knows beyond the family split."""
-    rows = []
-    for (seed, experiment, target), group in table.groupby(INDEX[:3], sort=False):
-        for metric in metrics:
-            if metric not in group or metric == FAMILY:
-                continue
-            within = {family: pearson(*_finite(part[metric], part[measure]))
-                      for family, part in group.groupby("source_family")}
-            rows.append({"seed": seed, "experiment": experiment, "target": target, "metric": metric,
-                         **{f"r_{family}": value for family, value in within.items()},
-                         "within": fisher_z_mean(list(within.values()))})
-    return pd.DataFrame(rows)
-
-
-def inter_by_source(table: pd.DataFrame, metrics: Sequence[str], measure: str = "log_likelihood") -> pd.DataFrame:
-    """The paper's Figs. 4-5: per (seed, target, source city, metric), Pearson over that city's architectures."""
-    inter = table[table.experiment == INTER]
-    rows = []
-    for (seed, target, city), group in inter.groupby(["seed", "target", "source_city"], sort=False):
-        for metric in metrics:
-            if metric in group and metric != FAMILY:
-                x, y = _finite(group[metric], group[measure])
-                rows.append({"seed": seed, "target": target, "source_city": city, "metric": metric,
-                             "models": len(x), "pearson": pearson(x, y), "kendall": kendall(x, y)})
-    return pd.DataFrame(rows)
-
-
 def _mean(values: Sequence[float]) -> float:
-    """Mean of the finite values (NaN when there is none)."""
-    finite = [v for v in values if np.isfinite(v)]
+    finite = [value for value in values if np.isfinite(value)]
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _finite(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    x, y = x.to_numpy(float), y.to_numpy(float)
+def finite_pairs(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     return x[keep], y[keep]
-
-
-def _blocks(table: pd.DataFrame, metrics: Sequence[str], measure: str, group: str | None = None):
-    """Blocks (one per seed) for the block bootstrap, over the rows where every metric and the measure are finite;
-    ``group`` splits each target further (say, by source city: the inter experiment per source dataset)."""
-    blocks, x, y = [], {m: {} for m in metrics}, {}
-    keep = table[list(metrics) + [measure]].notna().all(axis=1)
-    for b, (_, rows) in enumerate(table[keep].groupby("seed", sort=True)):
-        models = tuple(dict.fromkeys(rows.model))
-        position = {model: i for i, model in enumerate(models)}
-        keys = ["target"] if group is None else ["target", group]
-        targets = {}
-        for key, part in rows.groupby(keys, sort=False):
-            name = key if isinstance(key, str) else "/".join(map(str, key))
-            targets[name] = np.array([position[m] for m in part.model])
-            y[(b, name)] = part[measure].to_numpy(float)
-            for metric in metrics:
-                x[metric][(b, name)] = part[metric].to_numpy(float)
-        blocks.append(Block(models, targets))
-    return blocks, x, y
-
-
-def mean_correlations(table: pd.DataFrame, metrics: Sequence[str], measure: str = "log_likelihood",
-                      baseline_of: str | None = None, group: str | None = None,
-                      resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
-    """Per metric: the Fisher-z mean Pearson over every (seed, target) of ``table``, its 95% block-bootstrap
-    interval, the mean Kendall, and with ``baseline_of`` (a metric) the paired difference of ``baseline_of`` minus
-    each metric on the same resamples (positive: ``baseline_of`` predicts better). Rows where any listed metric is
-    missing are left out of every metric, so all of them are judged on the same (model, target) rows."""
-    listed = list(dict.fromkeys([*metrics, *([baseline_of] if baseline_of else [])]))
-    blocks, x, y = _blocks(table, listed, measure, group)
-    if not blocks:
-        return pd.DataFrame()
-    draws = block_draws(blocks, resamples, seed)
-    resampled = {m: resampled_mean_correlation(blocks, x[m], y, draws) for m in listed}
-    point = {m: fisher_z_mean([pearson(x[m][k], y[k]) for k in y]) for m in listed}
-    rows = []
-    for metric in metrics:
-        interval: Interval = percentile_interval(point[metric], resampled[metric])
-        row = {"metric": metric, "pearson": interval.value, "low": interval.low, "high": interval.high,
-               "kendall": _mean([kendall(x[metric][k], y[k]) for k in y]), "cells": len(y)}
-        if baseline_of and metric != baseline_of:
-            test: PairedDifference = paired_difference(resampled[baseline_of], resampled[metric],
-                                                       point[baseline_of], point[metric])
-            row.update({"difference": test.difference, "difference_low": test.low, "difference_high": test.high,
-                        "p_value": test.p_value})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def mean_ceiling(reliability: pd.DataFrame, experiment: str, seeds: Iterable[int]) -> float:
-    """The Fisher-z mean noise ceiling over an experiment's targets and seeds."""
-    rows = reliability[(reliability.experiment == experiment) & reliability.seed.isin(list(seeds))]
-    return fisher_z_mean(rows.ceiling.to_numpy())

@@ -1,14 +1,18 @@
-"""What the validation runs: the paper's experiments in miniature, plus cross-task targets, on one benchmark seed.
+"""What validation v3 runs on one benchmark seed: which cities, which source models, which targets, which estimators.
 
-- ``intra`` (paper section 3.1): one architecture trained on each of 14 cities; a target city's sources are the
-  models of the other 13.
-- ``inter`` (section 3.2, Figs. 4-5): six architectures trained on a real-like city (alpha, standing for BDD100K)
-  and on a game-like one (beta, standing for GTA5), transferred to the same targets; analysed per source city.
-- ``cross``: targets whose task differs from the sources' (merged or remapped classes, class-frequency shifts;
-  :mod:`otce_ray.validation.tasks`), each made from one intra target city and ranked over that city's sources.
+Three experiments, each target ranked over its own sources (never one trained on the target's city):
 
-Every seed writes its own benchmark (city parameters are drawn from the seed), trains its own sources and draws its
-own target images.
+- ``intra`` (primary; the paper's section 3.1, single-family like its Cityscapes cities): 4 real-like v3 target
+  cities, ranked over 16 source models, one per other real-like v3 city. The zoo has a quality spread *within* the
+  family: the 16 models are the 4 built-in architectures x 2 widths x 2 training lengths (``ZOO``), assigned to the
+  source cities by a seeded permutation, so ground truth varies through the model as well as through the city.
+- ``shift``: 2 of those target cities under a non-affine domain shift (blur, sensor noise, JPEG, resolution change,
+  lens distortion, texture swap; which two rotates with the seed), ranked over the same 16 sources.
+- ``inter`` (section 3.2, Figs. 4-5, two families): the first 2 target cities, ranked over 6 architectures trained
+  on one real-like v3 city and the same 6 on one game-like v3 city, analysed per source city as in the paper.
+
+Every seed draws its own cities' parameters, its own role assignment and its own zoo; the scoring settings are the
+pre-registered candidates (``docs/validation/preregistration.md``). Nothing here touches files.
 """
 
 from __future__ import annotations
@@ -16,92 +20,151 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from otce_ray.datasets.synth import CITY_NAMES, DOMAINS
-from otce_ray.finetune import FineTuneSettings
+import numpy as np
 
-INTRA, INTER, CROSS = "intra", "inter", "cross"
-EXPERIMENTS = (INTRA, INTER, CROSS)
+from otce_ray.datasets.synth import GAME_CITIES, REAL_CITIES, SHIFTS, city_domain
+from otce_ray.finetune import FineTuneSettings
+from otce_ray.scoring.settings import OTCESettings
+
+INTRA, SHIFT, INTER = "intra", "shift", "inter"
+EXPERIMENTS = (INTRA, SHIFT, INTER)
+SHIFT_ORDER = tuple(SHIFTS)
+# The intra zoo: every architecture x width x training length once, a quality spread within the family.
+ZOO = tuple((arch, width, steps) for arch in ("unet", "segnet", "fcn8s", "pspnet") for width in (8, 16)
+            for steps in (40, 200))
+INTER_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    "unet": ("unet", {"width": 12}), "segnet": ("segnet", {"width": 12}), "fcn8s": ("fcn8s", {"width": 12}),
+    "pspnet": ("pspnet", {"width": 12}), "fcn8s-wide": ("fcn8s", {"width": 24}),
+    "pspnet-d64": ("pspnet", {"width": 12, "feature_dim": 64}),
+}
+INTER_STEPS = 150
+_ROLES = 0xC17E5  # the seed stream of the role assignment
+
+
+def _setting(**fields: Any) -> OTCESettings:
+    return OTCESettings(n_pixels=2000, repeats=5, **fields)
+
+
+# The pre-registered estimators, cheapest first (the choice rule prefers the cheaper of equivalent settings), and the
+# paper's estimator as the authors' code runs it (exact OT on raw features) as a reference.
+CANDIDATES = {
+    "eps0.05-z": _setting(epsilon=0.05, standardise=True),
+    "eps0.01-z": _setting(epsilon=0.01, standardise=True),
+    "emd-z": _setting(solver="emd", standardise=True),
+}
+REFERENCE = {"paper-emd": _setting(solver="emd", standardise=False)}
+SETTINGS = {**CANDIDATES, **REFERENCE}
+# The pipeline run that extracts the stores and computes the baselines: JC-OTCE solves under its eps (as in v2).
+PIPELINE_OTCE = {"n_pixels": 2000, "repeats": 2, "seed": 0, "epsilon": 0.05, "standardise": False}
 
 
 @dataclass(frozen=True)
 class Source:
-    """One source model: a built-in architecture (with its kwargs) trained on one benchmark city."""
+    """One source model: a built-in architecture (with its kwargs) trained for ``steps`` on one benchmark city."""
 
     name: str
     architecture: str
     city: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = INTER_STEPS
+
+    @property
+    def family(self) -> str:
+        return "game-like" if self.city in GAME_CITIES else "real-like"
 
 
 @dataclass(frozen=True)
 class Target:
-    """A target dataset: benchmark city ``city`` as it is (``task`` "same") or turned into another task."""
+    """A target dataset: a clear real-like v3 city, or that city under a non-affine ``shift``."""
 
     city: str
-    task: str = "same"
+    shift: str | None = None
 
     @property
     def name(self) -> str:
-        return self.city if self.task == "same" else f"{self.city}-{self.task}"
+        return self.city if self.shift is None else f"{self.city}.{self.shift}"
 
     @property
     def family(self) -> str:
-        return DOMAINS[self.city].family
+        return "real-like"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """One seed's cities: targets, the 16 intra source cities, and the inter experiment's two source cities."""
+
+    targets: tuple[str, ...]
+    intra_sources: tuple[str, ...]
+    inter_real: str
+    inter_game: str
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes, sources, targets and protocol of one benchmark seed's run (the defaults are the write-up's)."""
+    """Sizes and protocol of one benchmark seed's run (the defaults are what the pre-registration fixes)."""
 
-    cities: int = 16
     images_per_city: int = 40
     size: tuple[int, int] = (64, 128)
-    training_steps: int = 150
-    intra_architecture: tuple[str, dict[str, Any]] = ("fcn8s", {"width": 12})
-    intra_cities: tuple[str, ...] = CITY_NAMES[2:16]
-    targets: tuple[str, ...] = ("gamma", "delta", "iota", "xi")
-    inter_cities: tuple[str, ...] = ("alpha", "beta")
-    inter_architectures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=lambda: {
-        "unet": ("unet", {"width": 12}), "segnet": ("segnet", {"width": 12}), "fcn8s": ("fcn8s", {"width": 12}),
-        "pspnet": ("pspnet", {"width": 12}), "fcn8s-wide": ("fcn8s", {"width": 24}),
-        "pspnet-d64": ("pspnet", {"width": 12, "feature_dim": 64}),
-    })
-    # One cross-task twin per intra target: (city, task of otce_ray.validation.tasks.TASKS).
-    cross_targets: tuple[tuple[str, str], ...] = (
-        ("gamma", "coarse"), ("delta", "objects"), ("iota", "crowded"), ("xi", "sparse"))
-    # The protocol: scoring and fine-tuning both see the same train_images target images (drawn by the benchmark
-    # seed); fine-tuning evaluates on the others, once per fine-tuning seed.
+    # Scoring and fine-tuning both see the same train_images target images (the target spec's seeded subset);
+    # fine-tuning evaluates on the others. Replicate 0 trains on those images as they are, replicate r > 0 on
+    # bootstrap draw r of them with fine-tuning seed r: the ground truth's noise includes which images were drawn.
     train_images: int = 20
     finetune: FineTuneSettings = field(default_factory=lambda: FineTuneSettings(eval_images=20))
-    finetune_seeds: tuple[int, ...] = (0, 1, 2)
-    # The pipeline run that extracts the pixel stores and computes the baselines (OTCE itself is re-scored from the
-    # stores under every setting of the grid). 500 pixels per image: the 20 target images hold 10,000 pixels.
-    pixels_per_image: int = 500
-    n_pixels: int = 2000
-    repeats: int = 2
+    replicates: int = 3
+    source_eval_images: int = 20  # frames past images_per_city, rendered to measure each source on its own city
+    pixels_per_image: int = 500  # the 20 target images hold 10,000 pixels
     workers: int = 2
+    zoo: tuple[tuple[str, int, int], ...] = ZOO  # (architecture, width, training steps), one per intra source city
+    inter_architectures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=lambda: INTER_ARCHITECTURES)
+    targets: tuple[int, int, int] = (4, 2, 2)  # target cities of the intra, shift and inter experiments
 
-    def targets_of(self, experiment: str) -> list[Target]:
-        if experiment == CROSS:
-            return [Target(city, task) for city, task in self.cross_targets]
-        return [Target(city) for city in self.targets]
+    def roles(self, seed: int) -> Roles:
+        order = [REAL_CITIES[i] for i in np.random.default_rng([_ROLES, seed]).permutation(len(REAL_CITIES))]
+        game = GAME_CITIES[seed % len(GAME_CITIES)]
+        first = self.targets[0]
+        return Roles(tuple(order[:first]), tuple(order[first:first + len(self.zoo)]), order[first + len(self.zoo)],
+                     game)
 
-    def sources(self, experiment: str) -> list[Source]:
-        """Every model the experiment uses (cross-task targets reuse the intra sources)."""
-        if experiment in (INTRA, CROSS):
-            arch, kwargs = self.intra_architecture
-            return [Source(f"{arch}_{city}", arch, city, kwargs) for city in self.intra_cities]
-        return [Source(f"{label}_{city}", arch, city, kwargs)
-                for label, (arch, kwargs) in self.inter_architectures.items() for city in self.inter_cities]
+    def finetune_settings(self, replicate: int) -> FineTuneSettings:
+        draw = None if replicate == 0 else replicate
+        return FineTuneSettings(**{**self.finetune.__dict__, "seed": replicate, "image_draw": draw})
 
-    def sources_for(self, experiment: str, target: Target) -> list[Source]:
-        """The models transferred to ``target``: never one trained on the target's city."""
-        return [source for source in self.sources(experiment) if source.city != target.city]
+    def targets_of(self, experiment: str, seed: int) -> list[Target]:
+        targets = self.roles(seed).targets
+        if experiment == INTRA:
+            return [Target(city) for city in targets]
+        if experiment == SHIFT:
+            count = self.targets[1]
+            return [Target(city, SHIFT_ORDER[(count * seed + i) % len(SHIFT_ORDER)])
+                    for i, city in enumerate(targets[:count])]
+        return [Target(city) for city in targets[:self.targets[2]]]
 
-    def all_sources(self) -> list[Source]:
-        """Every model to train, once each; two different models may not share a name."""
+    def sources(self, experiment: str, seed: int) -> list[Source]:
+        """Every model the experiment transfers (intra and shift share the zoo)."""
+        roles = self.roles(seed)
+        if experiment in (INTRA, SHIFT):
+            order = np.random.default_rng([_ROLES, seed, 1]).permutation(len(self.zoo))
+            return [Source(f"{arch}-w{width}-s{steps}_{city}", arch, city, {"width": width}, steps)
+                    for city, (arch, width, steps) in zip(roles.intra_sources, (self.zoo[i] for i in order))]
+        return [Source(f"{label}_{city}", arch, city, dict(kwargs), INTER_STEPS)
+                for city in (roles.inter_real, roles.inter_game)
+                for label, (arch, kwargs) in self.inter_architectures.items()]
+
+    def all_sources(self, seed: int) -> list[Source]:
         found: dict[str, Source] = {}
-        for source in self.sources(INTRA) + self.sources(INTER):
-            if found.setdefault(source.name, source) != source:
-                raise ValueError(f"two different source models are both named {source.name!r}")
+        for experiment in EXPERIMENTS:
+            for source in self.sources(experiment, seed):
+                if found.setdefault(source.name, source) != source:
+                    raise ValueError(f"two different source models are both named {source.name!r}")
         return list(found.values())
+
+    def cities(self, seed: int) -> list[str]:
+        """Every city and shifted target the seed's benchmark holds, each written once."""
+        roles = self.roles(seed)
+        shifted = [target.name for target in self.targets_of(SHIFT, seed)]
+        return [*roles.targets, *roles.intra_sources, roles.inter_real, roles.inter_game, *shifted]
+
+    def check(self, seed: int) -> None:
+        """Every name resolves in the benchmark (a typo is found before hours of work)."""
+        for name in self.cities(seed):
+            city_domain(name, seed)

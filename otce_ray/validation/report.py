@@ -1,38 +1,26 @@
-"""Every table of the validation write-up, in Markdown, from the files of a run (``report.md`` under the work
-folder; docs/validation.md quotes it).
+"""The report of validation v3, in Markdown, computed from the committed tables alone (``cells.csv``, ``meta.json``).
 
-Correlations are Pearson with the mean fine-tuned log-likelihood unless a table says otherwise; "mean" is the
-Fisher-z mean over targets (and seeds), its interval the 95% block bootstrap of
-:mod:`otce_ray.evaluation.across_targets`; the noise ceiling is printed beside each correlation.
+Correlations are Pearson with the mean fine-tuned log-likelihood unless a table says otherwise; a mean is the
+Fisher-z mean over the cells (seed, target) whose ground truth is reliable (noise ceiling >= the protocol's
+minimum), and its interval the 95% BCa interval of the hierarchical bootstrap over seeds, targets and source models
+(``otce_ray.evaluation.inference``). Decisions (top-1 hit, regret, top-3 recall) are plain means over cells.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from otce_ray.evaluation import pearson
 from otce_ray.evaluation.across_targets import fisher_z_mean
+from otce_ray.evaluation.inference import DECISIONS, holm
 from otce_ray.scoring.baselines import BASELINES
-from otce_ray.validation.analysis import (
-    FAMILY,
-    MEASURES,
-    correlations,
-    inter_by_source,
-    mean_ceiling,
-    mean_correlations,
-    reliability_table,
-    seed_table,
-    within_family,
-)
-from otce_ray.validation.choice import CHOICE, read_choice
-from otce_ray.validation.grid import SCORES, read_scores
-from otce_ray.validation.harness import seed_dir
-from otce_ray.validation.plan import CROSS, EXPERIMENTS, INTER, INTRA, Plan
+from otce_ray.validation import analysis, protocol
+from otce_ray.validation.plan import EXPERIMENTS, INTER, SETTINGS
+from otce_ray.validation.tables import META, read_cells, score_column, seconds_column
 
 REPORT = "report.md"
 
@@ -44,194 +32,172 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def _r(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:+.2f}"
+def _r(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.{digits}f}"
 
 
-def _interval(row: pd.Series, value: str = "pearson", low: str = "low", high: str = "high") -> str:
-    return f"{_r(row[value])} [{_r(row[low])}, {_r(row[high])}]"
+def _p(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def summary(table: pd.DataFrame, metrics: Sequence[str], experiment: str, reference: str,
-            reliability: pd.DataFrame, measure: str = "log_likelihood", group: str | None = None) -> str:
-    """Mean Pearson per metric over the experiment's (seed, target) cells with its interval, mean Kendall, the noise
-    ceiling, and the paired difference of ``reference`` minus the metric (p: two-sided bootstrap)."""
-    rows = table[table.experiment == experiment]
-    result = mean_correlations(rows, metrics, measure, baseline_of=reference, group=group)
-    ceiling = mean_ceiling(reliability, experiment, rows.seed.unique()) if measure == "log_likelihood" else np.nan
-    out = pd.DataFrame({
-        "metric": result.metric,
-        "mean Pearson [95%]": [_interval(row) for _, row in result.iterrows()],
-        "noise ceiling": _r(ceiling),
-        "mean Kendall": result.kendall.map(_r),
-        f"{reference.split(',')[0]} minus metric [95%]": [
-            "" if row.metric == reference else _interval(row, "difference", "difference_low", "difference_high")
-            for _, row in result.iterrows()],
-        "p": ["" if row.metric == reference else f"{row.p_value:.3f}" for _, row in result.iterrows()],
-    })
-    return markdown(out.iloc[np.argsort(-result.pearson.to_numpy(), kind="stable")])
+def name_of(metric: str) -> str:
+    """A metric's name in the report: an OTCE setting by its name and label, others as they are."""
+    for setting in SETTINGS:
+        if metric == score_column(setting):
+            return f"OTCE {setting} ({SETTINGS[setting].label})"
+    return metric
 
 
-def per_target(table: pd.DataFrame, metrics: Sequence[str], experiment: str, reliability: pd.DataFrame) -> str:
-    """Pearson per (seed, target) with its bootstrap interval over models, and the target's noise ceiling."""
-    rows = correlations(table[table.experiment == experiment], metrics)
-    rows = rows.merge(reliability[["seed", "experiment", "target", "ceiling"]], on=["seed", "experiment", "target"])
-    rows["cell"] = [f"{_r(r.pearson)} [{_r(r.pearson_low)}, {_r(r.pearson_high)}]" for r in rows.itertuples()]
-    wide = rows.pivot_table(index="metric", columns=["seed", "target"], values="cell", aggfunc="first",
-                            sort=False).reindex(metrics)
-    ceilings = rows.drop_duplicates(["seed", "target"]).set_index(["seed", "target"]).ceiling
-    wide.loc["noise ceiling"] = [_r(ceilings[key]) for key in wide.columns]
-    wide.columns = [f"{target} (seed {seed})" for seed, target in wide.columns]
-    return markdown(wide.reset_index())
+def correlation_table(d: analysis.Design, names: list[str], chosen: str) -> tuple[pd.DataFrame, list[float]]:
+    """Per metric: mean Pearson [BCa], mean Kendall, and the chosen OTCE minus the metric (paired); the raw p-values
+    of those differences, for the Holm family."""
+    rows, p_values = [], []
+    for metric in names:
+        estimate = analysis.correlation(d, metric)
+        kendall = float(np.nanmean([pd.Series(d.x[metric][key]).corr(pd.Series(d.y[key]), method="kendall")
+                                    for key in d.y]))
+        row = {"metric": name_of(metric), "mean Pearson [95% BCa]": f"{_r(estimate.value)} [{_r(estimate.low)}, "
+               f"{_r(estimate.high)}]", "mean Kendall": _r(kendall)}
+        if metric != chosen:
+            test = analysis.difference(d, chosen, metric)
+            row["chosen minus metric [95%]"] = f"{_r(test.difference)} [{_r(test.low)}, {_r(test.high)}]"
+            p_values.append(test.p_value)
+            row["p"] = test.p_value
+        else:
+            row["chosen minus metric [95%]"], row["p"] = "", float("nan")
+            p_values.append(float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows), p_values
 
 
-def within_families(table: pd.DataFrame, metrics: Sequence[str], experiment: str) -> str:
-    """Pooled mean Pearson beside the mean of the within-family correlations."""
-    rows = table[table.experiment == experiment]
-    pooled = correlations(rows, metrics, resamples=1).groupby("metric", sort=False).pearson.apply(fisher_z_mean)
-    within = within_family(rows, metrics)
-    families = [c for c in within.columns if c.startswith("r_")]
-    means = within.groupby("metric", sort=False)[[*families, "within"]].agg(fisher_z_mean)
-    out = pd.DataFrame({"metric": list(metrics), "pooled": [_r(pooled.get(m, np.nan)) for m in metrics]})
-    for column in [*families, "within"]:
-        label = "within families (mean)" if column == "within" else f"within {column[2:]} sources"
-        out[label] = [_r(means[column].get(m, np.nan)) if m in means.index else "n/a" for m in metrics]
-    return markdown(out)
+def decision_table(d: analysis.Design, names: list[str]) -> pd.DataFrame:
+    rows = [{"ordering": "pick at random (expected)",
+             **{statistic: _r(analysis.random_reference(d, statistic)) for statistic in DECISIONS}}]
+    for metric in names:
+        row = {"ordering": name_of(metric)}
+        for statistic in DECISIONS:
+            estimate = analysis.decision(d, metric, statistic)
+            row[statistic] = f"{_r(estimate.value)} [{_r(estimate.low)}, {_r(estimate.high)}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def inter_per_source(table: pd.DataFrame, metrics: Sequence[str]) -> str:
-    """The paper's Figs. 4-5: Fisher-z mean Pearson over the architectures of each source city, over targets."""
-    rows = inter_by_source(table, metrics)
-    means = rows.groupby(["metric", "source_city"], sort=False).pearson.apply(fisher_z_mean).unstack()
-    kendalls = rows.groupby(["metric", "source_city"], sort=False).kendall.mean().unstack()
-    out = pd.DataFrame({"metric": [m for m in metrics if m in means.index]})
-    for city in means.columns:
-        out[f"from {city}: mean Pearson"] = [_r(means.loc[m, city]) for m in out.metric]
-        out[f"from {city}: mean Kendall"] = [_r(kendalls.loc[m, city]) for m in out.metric]
-    return markdown(out)
-
-
-def measures_table(table: pd.DataFrame, metrics: Sequence[str], experiment: str) -> str:
-    """Mean Pearson of each metric with each ground-truth measure."""
-    rows = table[table.experiment == experiment]
-    out = pd.DataFrame({"metric": list(metrics)})
-    for measure in MEASURES:
-        result = mean_correlations(rows, metrics, measure).set_index("metric")
-        out[measure] = [_interval(result.loc[m]) for m in metrics]
-    return markdown(out)
-
-
-def reliability_markdown(reliability: pd.DataFrame) -> str:
-    out = reliability.assign(**{column: reliability[column].map(lambda v: f"{v:.3f}")
-                                for column in ("pairwise_pearson", "icc", "ceiling", "spread", "seed_sd")})
-    return markdown(out.rename(columns={"pairwise_pearson": "seed-to-seed Pearson", "icc": "ICC(1,k)",
-                                       "ceiling": "noise ceiling", "spread": "range of mean ll (nats)",
-                                       "seed_sd": "mean sd over seeds (nats)"}))
-
-
-def grid_table(table: pd.DataFrame, scores: pd.DataFrame, reliability: pd.DataFrame) -> str:
-    """Every setting scored on the selection seeds: mean Pearson per experiment, cost and convergence."""
-    out = []
-    for setting, rows in scores.groupby("setting", sort=False):
-        row = {"setting": setting, "seconds per repeat": f"{rows.seconds_per_repeat.mean():.2f}",
-               "repeats dropped": f"{int(rows.dropped.sum())} of {int(rows.repeats.sum())}",
-               "failed": int(rows.score.isna().sum())}
-        for experiment in EXPERIMENTS:
-            mine = rows[rows.experiment == experiment]
-            cells = table[(table.experiment == experiment)]
-            if len(mine) == 0:
-                row[experiment] = "not run"
-                continue
-            covered = cells.merge(mine[["seed", "target"]].drop_duplicates(), on=["seed", "target"])
-            result = mean_correlations(covered, [setting]).iloc[0]
-            partial = "" if len(mine) == len(cells) else (
-                f" (seeds {', '.join(map(str, sorted(mine.seed.unique())))}; {mine.target.nunique()} targets)")
-            row[experiment] = _interval(result) + partial
-        out.append(row)
-    return markdown(pd.DataFrame(out))
-
-
-def scatter_grid(table: pd.DataFrame, metrics: Sequence[str], experiment: str, path: Path) -> Path:
-    """One panel per (seed, target) and metric: the metric against the mean log-likelihood, real-like sources in
-    one colour and game-like in another, Pearson in the title."""
-    from matplotlib.figure import Figure
-
-    rows = table[table.experiment == experiment]
-    cells = list(rows.groupby(["seed", "target"], sort=False))
-    figure = Figure(figsize=(2.6 * len(cells), 2.4 * len(metrics)), dpi=90, layout="constrained")
-    axes = figure.subplots(len(metrics), len(cells), squeeze=False)
-    colours = {"real-like": "#1f4e9c", "game-like": "#c0392b"}
-    for i, metric in enumerate(metrics):
-        for j, ((seed, target), part) in enumerate(cells):
-            ax = axes[i][j]
-            for family, points in part.groupby("source_family"):
-                ax.scatter(points[metric], points.log_likelihood, s=14, color=colours.get(family, "grey"),
-                           label=family)
-            ax.set_title(f"{target} (seed {seed}): r {_r(pearson(*_pair(part, metric)))}", fontsize=8)
-            ax.tick_params(labelsize=6)
-            if j == 0:
-                ax.set_ylabel(f"{metric.split(',')[0]}\nll after fine-tuning", fontsize=7)
-    axes[0][0].legend(fontsize=6)
-    figure.savefig(path, format="png")
-    return path
-
-
-def _pair(part: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    keep = part[[metric, "log_likelihood"]].dropna()
-    return keep[metric].to_numpy(float), keep.log_likelihood.to_numpy(float)
-
-
-def timings_markdown(work: Path) -> str:
-    path = Path(work) / "timings.jsonl"
-    if not path.exists():
-        return "(no timings recorded)"
-    steps = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
-    first = steps.groupby("step", sort=False).seconds.max().reset_index()  # the call that did the work
-    return markdown(first.assign(seconds=first.seconds.map(lambda s: f"{s:,.0f}"))) + (
-        f"\n\nSum of the steps: {first.seconds.sum() / 3600:.2f} h.")
-
-
-def write_report(plan: Plan, work: Path, selection: Sequence[int], held_out: Sequence[int]) -> Path:
-    """Write ``report.md`` under ``work`` and return its path."""
-    work = Path(work)
-    chosen, held_out_settings = read_choice(work / CHOICE)
-    record = json.loads((work / CHOICE).read_text())
-    metrics = [s.label for s in held_out_settings] + list(BASELINES) + [FAMILY]
-    parts = [f"# Validation report\n\nSelection seeds {list(selection)}, held-out seeds {list(held_out)}. "
-             f"Chosen on the selection seeds: **{chosen.label}**.\n\n{record['rule']}"]
-    picked = pd.DataFrame(record["candidates"])
-    parts.append("## Candidates on the selection seeds (intra, mean Pearson)\n\n" + markdown(pd.DataFrame({
-        "setting": picked.setting, "eligible": picked.eligible,
-        "mean Pearson [95%]": [_interval(row) for _, row in picked.iterrows()],
-        "seconds per repeat": picked.seconds_per_repeat.map(lambda s: f"{s:.2f}")})))
-    for name, seeds in (("held-out", held_out), ("selection", selection)):
-        present = [s for s in seeds if (seed_dir(work, s) / SCORES).exists()]
-        if not present:
+def write_report(tables: Path, out: Path | None = None, resamples: int = protocol.RESAMPLES) -> Path:
+    """Compute every table from ``tables`` (cells.csv, meta.json) and write ``report.md`` (to ``out``, default
+    beside the tables). ``resamples``: the bootstrap's (the protocol's unless a test asks for fewer)."""
+    tables = Path(tables)
+    meta = json.loads((tables / META).read_text())
+    cells = analysis.with_truth(read_cells(tables))
+    fresh = cells[cells.seed.isin(protocol.FRESH_SEEDS)]
+    judged = fresh if len(fresh) else cells  # a shakedown of other seeds is reported the same way, and says so
+    reliability = analysis.reliability(judged)
+    kept = analysis.reliable(judged, reliability)
+    primary = analysis.design(kept, protocol.PRIMARY_EXPERIMENT,
+                              [score_column(s) for s in protocol.CANDIDATE_SETTINGS], resamples=resamples)
+    choice = analysis.choose(kept, primary)
+    chosen = score_column(choice.chosen)
+    kept = analysis.with_chosen(kept, choice.chosen)
+    names = [m for m in analysis.metrics(kept) if m != "otce"]
+    lines = ["# Validation v3 report", "", _provenance(meta, judged), ""]
+    lines += _ground_truth(reliability)
+    lines += ["## The choice among the pre-registered settings (primary endpoint)", "",
+              f"Primary endpoint: mean Pearson with the mean fine-tuned log-likelihood over the "
+              f"`{protocol.PRIMARY_EXPERIMENT}` cells; equivalence: TOST at +-{protocol.MARGIN} (90% BCa interval of "
+              "the paired difference).", "",
+              markdown(choice.table.assign(
+                  seconds_per_repeat=choice.table.seconds_per_repeat.map("{:.3f}".format),
+                  **{c: choice.table[c].map(_r) for c in ("pearson", "low", "high", "tost_low90", "tost_high90")})),
+              "",
+              f"**Chosen: {choice.chosen}** ({SETTINGS[choice.chosen].label}); best point estimate: {choice.best}.",
+              ""]
+    family, sections = [], []
+    for experiment in EXPERIMENTS:
+        listed = [m for m in names if m in kept and kept.loc[kept.experiment == experiment, m].notna().any()
+                  and kept.loc[kept.experiment == experiment, m].nunique() > 1]
+        d = analysis.design(kept, experiment, list(dict.fromkeys([chosen, *listed])), resamples=resamples)
+        if d is None:
             continue
-        table = pd.concat([seed_table(plan, s, work) for s in present], ignore_index=True)
-        reliability = reliability_table(table)
-        here = [m for m in metrics if m in table.columns]
-        parts.append(f"## {name.capitalize()} seeds {present}")
-        for experiment in EXPERIMENTS:
-            parts.append(f"### {experiment}: mean over targets\n\n"
-                         + summary(table, here, experiment, chosen.label, reliability))
-        parts.append("### inter, per source city (the paper's Figs. 4-5)\n\n"
-                     + inter_per_source(table, [m for m in here if m != FAMILY])
-                     + "\n\n" + summary(table, [m for m in here if m != FAMILY], INTER, chosen.label, reliability,
-                                        group="source_city"))
-        for experiment in (INTRA, CROSS):
-            parts.append(f"### {experiment}: pooled and within families\n\n"
-                         + within_families(table, here, experiment))
-        parts.append("### intra: every ground-truth measure\n\n" + measures_table(table, here, INTRA))
-        for experiment in EXPERIMENTS:
-            parts.append(f"### {experiment}: per target\n\n" + per_target(table, here, experiment, reliability))
-        parts.append("### Ground-truth reliability\n\n" + reliability_markdown(reliability))
-        figure = scatter_grid(table, [chosen.label, "nleep"], INTRA, work / f"intra_{name}.png")
-        parts.append(f"![intra, {name} seeds: chosen OTCE and N-LEEP against the ground truth]({figure.name})")
-        if name == "selection":
-            scores = pd.concat([read_scores(seed_dir(work, s) / SCORES) for s in present], ignore_index=True)
-            parts.append("### The estimator grid\n\n" + grid_table(table, scores, reliability))
-    parts.append("## Timings (s)\n\n" + timings_markdown(work))
-    path = work / REPORT
-    path.write_text("\n\n".join(parts) + "\n")
+        table, p_values = correlation_table(d, list(dict.fromkeys([chosen, *listed])), chosen)
+        family.append((experiment, table, p_values))
+        sections.append((experiment, d, listed))
+    adjusted = iter(holm([p for _, _, ps in family for p in ps]))
+    for experiment, table, p_values in family:
+        table["Holm p"] = [_p(next(adjusted)) for _ in p_values]
+        table["p"] = table["p"].map(_p)
+        lines += [f"## Correlations: `{experiment}`", "", markdown(table), ""]
+    for experiment, d, listed in sections:
+        lines += [f"## Decisions: `{experiment}`", "",
+                  "top1_hit: the top-ranked model is the best; regret: ground-truth gap (nats) between the model "
+                  "picked and the best; relative_regret: that over the gap a random pick leaves (1: no better than "
+                  "random); top3_recall: share of the 3 best among the 3 ranked highest.", "",
+                  markdown(decision_table(d, list(dict.fromkeys([chosen, *listed])))), ""]
+    lines += _consensus(kept, chosen, resamples)
+    lines += _inter(kept, [chosen, *[m for m in names if m in BASELINES]])
+    lines += _other_measures(kept, [chosen, *names])
+    lines += _costs(judged)
+    path = Path(out or tables) / REPORT
+    path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _provenance(meta: dict, cells: pd.DataFrame) -> str:
+    code = meta.get("code", {})
+    return (f"Seeds {sorted(int(seed) for seed in cells.seed.unique())} ({len(cells)} rows); code {code.get('commit')} "
+            f"({'clean tree' if code.get('clean') else 'NOT a clean tree'}); pre-registration commit "
+            f"{meta.get('preregistration')}; machine {meta.get('machine', {}).get('platform')} with "
+            f"{meta.get('machine', {}).get('cpus')} CPUs; ran {meta.get('started')} to {meta.get('finished')}.")
+
+
+def _ground_truth(reliability: pd.DataFrame) -> list[str]:
+    excluded = reliability[reliability.ceiling < protocol.MIN_CEILING]
+    per = reliability.groupby("experiment").agg(cells=("target", "size"), mean_icc=("icc", "mean"),
+                                                min_ceiling=("ceiling", "min"), spread_nats=("spread_nats", "mean"),
+                                                spread_miou=("spread_miou", "mean")).reset_index()
+    listed = ", ".join(f"seed {r.seed} {r.experiment} {r.target} ({r.ceiling:.2f})" for r in excluded.itertuples())
+    return ["## Ground truth", "",
+            "Replicate 0 fine-tunes on the 20 scored images; replicates 1-2 on bootstrap draws of them with other "
+            "seeds. ICC: reliability of the mean over replicates; spread: best minus worst model of a cell.", "",
+            markdown(per.round(3)), "",
+            f"Cells left out (noise ceiling < {protocol.MIN_CEILING}): {listed or 'none'}.", ""]
+
+
+def _consensus(cells: pd.DataFrame, chosen: str, resamples: int) -> list[str]:
+    d = analysis.design(cells, protocol.PRIMARY_EXPERIMENT, [chosen, protocol.CONSENSUS], resamples=resamples)
+    test = analysis.difference(d, protocol.CONSENSUS, chosen)
+    verdict = ("consensus" if test.low > 0 else "OTCE" if test.high < 0 else
+               "neither over the other (indistinguishable on the primary endpoint)")
+    return ["## Consensus of metrics against OTCE (pre-registered)", "",
+            f"Consensus minus chosen OTCE on the primary endpoint: {_r(test.difference)} [{_r(test.low)}, "
+            f"{_r(test.high)}] (p {_p(test.p_value)}). Recommended ordering by the pre-registered rule: "
+            f"**{verdict}**.", ""]
+
+
+def _inter(cells: pd.DataFrame, names: list[str]) -> list[str]:
+    inter = cells[cells.experiment == INTER]
+    if inter.empty:
+        return []
+    within = analysis.within_family(inter, names).round(2)
+    by_city = analysis.by_source_city(inter, names).round(2)
+    return ["## Inter: within each source family, and per source city (the paper's Figs. 4-5)", "",
+            markdown(within), "", markdown(by_city), "",
+            "### What OTCE's errors go with (per architecture; residual: standardised OTCE minus standardised "
+            "ground truth)", "", markdown(analysis.diagnosis(cells).round(3)), ""]
+
+
+def _other_measures(cells: pd.DataFrame, names: list[str]) -> list[str]:
+    rows = []
+    for experiment, part in cells.groupby("experiment"):
+        for measure in ("miou", "pixel_accuracy"):
+            row = {"experiment": experiment, "measure": measure}
+            for metric in names[:6]:
+                row[name_of(metric)] = _r(fisher_z_mean(
+                    [pearson(*analysis.finite_pairs(g[metric], g[measure])) for _, g in part.groupby(analysis.CELL)]))
+            rows.append(row)
+    return ["## Other ground-truth measures (mean Pearson, point estimates)", "", markdown(pd.DataFrame(rows)), ""]
+
+
+def _costs(cells: pd.DataFrame) -> list[str]:
+    rows = [{"setting": name, "label": SETTINGS[name].label,
+             "seconds per repeat (mean)": f"{cells[seconds_column(name)].mean():.3f}"}
+            for name in SETTINGS if seconds_column(name) in cells]
+    return ["## Cost (one torch thread, two solves side by side on 2 cores)", "", markdown(pd.DataFrame(rows)), ""]

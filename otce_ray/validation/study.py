@@ -1,17 +1,13 @@
-"""The whole validation of docs/validation.md as one resumable run on a local Ray (``python -m otce_ray.validation``
-or ``python jobs/validate.py``).
+"""Validation v3 as one resumable run on a local Ray, and its report from the committed tables.
 
-1. Selection seeds 0 and 1: each writes its own benchmark, trains its sources, extracts the leakage-free target's
-   pixel stores with the baselines, and fine-tunes every (model, target) with 3 seeds; then the estimator grid is
-   re-scored from the stores (N = 2,000 everywhere; on the first selection seed also N = 10,000 with the relative
-   eps on the intra targets, and the paper's two estimators at N = 10,000 on one target as a cost probe).
-2. The defaults are chosen on those two seeds by the rule in :mod:`otce_ray.validation.choice` and written to
-   ``choice.json`` once; a rerun never chooses again.
-3. Held-out seeds 2, 3 and 4 are run the same way and score only the settings ``choice.json`` names.
-4. ``report.md`` (every table) is written under the work folder.
+``python -m otce_ray.validation run --work DIR --seeds 5 6 7 8 9 --tables OUT`` runs every step of each seed
+(:mod:`otce_ray.validation.harness`: data, sources, leaderboards with baselines, ground-truth replicates), re-scores
+the pre-registered OTCE settings from the stores (:mod:`otce_ray.validation.grid`), then writes the per-cell tables
+(:mod:`otce_ray.validation.tables`) and the report. Everything is kept under the work folder and reused, so a
+killed run resumes where it stopped; step timings go to ``{work}/timings.jsonl``.
 
-Everything is kept under the work folder and every step reuses what is there, so a killed run resumes where it
-stopped. Step timings are appended to ``{work}/timings.jsonl``.
+``python -m otce_ray.validation report --tables DIR`` recomputes ``report.md`` from ``cells.csv`` and
+``meta.json`` alone: what the committed tables say, anyone can check.
 """
 
 from __future__ import annotations
@@ -19,45 +15,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pandas as pd
-
-from otce_ray.validation.analysis import seed_table
-from otce_ray.validation.choice import CHOICE, candidates, read_choice, write_choice
-from otce_ray.scoring.settings import OTCESettings
-from otce_ray.validation.grid import SCORES, grid, read_scores, rescore
+from otce_ray.validation import protocol
+from otce_ray.validation.grid import SCORES, rescore
 from otce_ray.validation.harness import pairs, run_seed, seed_dir
-from otce_ray.validation.plan import EXPERIMENTS, INTRA, Plan
+from otce_ray.validation.plan import SETTINGS, Plan
 from otce_ray.validation.report import write_report
+from otce_ray.validation.tables import code_version, machine, write_tables
 
-SELECTION_SEEDS = (0, 1)
-HELD_OUT_SEEDS = (2, 3, 4)
-PROBE_TARGET = "gamma"  # where the paper's estimators are timed at N = 10,000
-# N = 10,000 costs ~25 min of re-scoring per seed on a 2-core machine (20x N = 2,000); it is scored on the first
-# selection seed only, which makes its settings ineligible as defaults and leaves them in the report as evidence.
-LARGE_N_SEEDS = SELECTION_SEEDS[:1]
+PREREGISTRATION = "docs/validation/preregistration.md"
 
 
-def selection_grid(seed: int) -> list[tuple[tuple[str, ...], list[OTCESettings], str | None]]:
-    """(experiments, settings, only this target or None) re-scored on selection seed ``seed``."""
-    blocks = [(EXPERIMENTS, grid(2000, 2), None)]
-    if seed in LARGE_N_SEEDS:
-        blocks += [
-            ((INTRA,), grid(10_000, 1, ("0.05", "0.01", "0.005")), None),
-            ((INTRA,), [s for s in grid(10_000, 1, ("emd", "raw")) if not s.standardise], PROBE_TARGET),
-        ]
-    return blocks
+def preregistration_commit() -> str | None:
+    """The commit that first added the pre-registration (None when it is not committed)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        found = subprocess.run(["git", "-C", str(root), "log", "--diff-filter=A", "--format=%H", "--",
+                                PREREGISTRATION], capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return found[-1] if found else None
 
 
-def run_study(work: Path, workers: int = 2, selection_only: bool = False,
-              log: Callable[[str], Any] = print) -> Path | None:
-    """Run (or resume) every step into ``work``; returns the report's path (None with ``selection_only``)."""
+def run_study(work: Path, seeds: Sequence[int], tables: Path, workers: int = 2,
+              log: Callable[[str], Any] = print) -> Path:
+    """Run (or resume) every seed into ``work``, then write the tables and the report into ``tables``."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     plan = Plan(workers=workers)
+    meta = {"code": code_version(), "preregistration": preregistration_commit(), "machine": machine(),
+            "seeds": list(seeds), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    log(f"code {meta['code']}; pre-registration {meta['preregistration']}")
 
     def step(name: str, action: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -68,41 +60,32 @@ def run_study(work: Path, workers: int = 2, selection_only: bool = False,
         log(f"[{name}] {seconds} s")
         return result
 
-    for seed in SELECTION_SEEDS:
+    for seed in seeds:
         step(f"seed {seed}: data, sources, stores, ground truth", lambda: run_seed(plan, seed, work, log))
-        for experiments, settings, only in selection_grid(seed):
-            chosen_pairs = [p for p in pairs(plan, seed, work, experiments) if only in (None, p.target)]
-            where = ", ".join(experiments) + (f" ({only})" if only else "")
-            step(f"seed {seed}: grid at N {settings[0].n_pixels} on {where}",
-                 lambda: rescore(chosen_pairs, settings, seed_dir(work, seed) / SCORES, workers, log))
-    if not (work / CHOICE).exists():
-        table = pd.concat([seed_table(plan, s, work) for s in SELECTION_SEEDS], ignore_index=True)
-        scores = pd.concat([read_scores(seed_dir(work, s) / SCORES) for s in SELECTION_SEEDS], ignore_index=True)
-        settings = list(dict.fromkeys(s for seed in SELECTION_SEEDS
-                                      for _, block, only in selection_grid(seed) if only is None for s in block))
-        record = write_choice(work / CHOICE, candidates(table, scores, settings), SELECTION_SEEDS)
-        log(f"chosen on seeds {SELECTION_SEEDS}: {record['chosen']}")
-    chosen, held_out = read_choice(work / CHOICE)
-    log(f"chosen: {chosen.label}; held-out settings: {[s.label for s in held_out]}")
-    if selection_only:
-        return None
-    for seed in HELD_OUT_SEEDS:
-        step(f"seed {seed}: data, sources, stores, ground truth", lambda: run_seed(plan, seed, work, log))
-        step(f"seed {seed}: held-out settings",
-             lambda: rescore(pairs(plan, seed, work), held_out, seed_dir(work, seed) / SCORES, workers, log))
-    return step("report", lambda: write_report(plan, work, SELECTION_SEEDS, HELD_OUT_SEEDS))
+        step(f"seed {seed}: OTCE settings",
+             lambda: rescore(pairs(plan, seed, work), SETTINGS, seed_dir(work, seed) / SCORES, workers, log))
+    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    write_tables(plan, list(seeds), work, Path(tables), meta)
+    return step("report", lambda: write_report(Path(tables)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--work", type=Path, default=Path(os.environ.get("OTCE_VALIDATION_WORK",
-                                                                         "/tmp/otce-validation")))
-    parser.add_argument("--workers", type=int, default=2, help="processes for training and re-scoring")
-    parser.add_argument("--selection-only", action="store_true", help="stop once the defaults are chosen")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) the seeds, then write the tables and the report")
+    run.add_argument("--work", type=Path, default=Path(os.environ.get("OTCE_VALIDATION_WORK", "/tmp/otce-validation")))
+    run.add_argument("--seeds", type=int, nargs="+", default=list(protocol.FRESH_SEEDS))
+    run.add_argument("--tables", type=Path, required=True, help="folder for cells.csv, meta.json and report.md")
+    run.add_argument("--workers", type=int, default=2, help="processes for training and re-scoring")
+    report = commands.add_parser("report", help="recompute report.md from committed tables alone")
+    report.add_argument("--tables", type=Path, required=True)
+    report.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    report = run_study(args.work, args.workers, args.selection_only, lambda message: print(message, flush=True))
-    if report is not None:
-        print(f"report: {report}", flush=True)
+    if args.command == "run":
+        path = run_study(args.work, args.seeds, args.tables, args.workers, lambda m: print(m, flush=True))
+    else:
+        path = write_report(args.tables, args.out)
+    print(f"report: {path}", flush=True)
     return 0
