@@ -1,4 +1,5 @@
-"""Ray Job entrypoint for the calibration: ``ray job submit --working-dir . -- python jobs/calibrate.py --config run.yaml``.
+"""Ray Job entrypoint for the calibration:
+``ray job submit --working-dir . -- python jobs/calibrate.py --config run.yaml``.
 
 Fine-tunes a few models spread over the run's leaderboard on its target (one Ray task each, resumable) and writes
 ``calibration.csv`` and ``calibration.html`` next to the leaderboard. Connects to the cluster in RAY_ADDRESS (set by

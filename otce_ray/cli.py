@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--seed", type=int, default=0, help="draws the models within their strata (default 0)")
     calibration.add_argument("--eval-images", type=int, default=None, help="held-out images (default 50)")
     calibration.add_argument("--steps", type=int, default=None, help="training steps (default: the fixed schedule's)")
-    calibration.add_argument("--measure", default="log_likelihood", choices=("log_likelihood", "miou", "pixel_accuracy"),
+    calibration.add_argument("--measure", default="log_likelihood",
+                             choices=("log_likelihood", "miou", "pixel_accuracy"),
                              help="the fine-tuned result to correlate with (default log_likelihood)")
     calibration.set_defaults(handler=_calibrate)
 

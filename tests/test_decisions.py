@@ -97,7 +97,7 @@ def test_the_summary_in_run_json_markdown_and_the_page():
     summary = summarise(board, DecisionSettings(top_k=3))
     record = json.loads(json.dumps(summary.to_dict(), allow_nan=False))  # strict JSON: NaN written as null
     assert record["recommended"] == RECOMMENDED and record["top_k"] == 3 and record["point_masses"] == ["d"]
-    assert record["leaders"][0] == {"model": "a", "p_best": 1.0, "p_top_k": 1.0}
+    assert record["chances"][0] == {"model": "a", "p_best": 1.0, "p_top_k": 1.0} and len(record["chances"]) == 4
     assert record["consensus_of"] == ["otce", "logme", "nleep"]
     assert "Repeat noise only" in record["method"] and len(record["flags"]) == 2  # logme, nleep; not consensus
 

@@ -55,7 +55,8 @@ DEFAULT_MODELS = 6
 MIN_MODELS = 3  # a correlation needs three
 ALPHA = 0.05
 STATISTICS = {"pearson": pearson, "kendall": kendall}
-COLUMNS = ("ordering", "n_models", *(f"{name}{suffix}" for name in STATISTICS for suffix in ("", "_low", "_high", "_p")),
+COLUMNS = ("ordering", "n_models",
+           *(f"{name}{suffix}" for name in STATISTICS for suffix in ("", "_low", "_high", "_p")),
            "picks", "top1", "agreed_best", "note")
 
 

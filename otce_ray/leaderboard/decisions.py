@@ -38,6 +38,7 @@ RECOMMENDATION = (
     "consensus column is shown, not recommended: validation v3 has not tested it yet."
 )
 REFERENCES = ("params", "prior")  # dataset-agnostic orderings every metric is held against
+LEADERS = 3  # models the summary names under "how sure is the top"
 MAX_RESAMPLES = 1_000_000
 _CHUNK_CELLS = 1 << 22  # resample x model cells held at once
 
@@ -177,7 +178,7 @@ class DecisionSummary:
     recommendation: str
     method: str
     top_k: int  # the k used: the configured one capped at the models scored
-    leaders: tuple[dict[str, Any], ...]  # the models most likely best: model, p_best, p_top_k
+    chances: tuple[dict[str, Any], ...]  # every scored model, most likely best first: model, p_best, p_top_k
     point_masses: tuple[str, ...]  # models whose repeats drew the same pixels: no repeat noise to resample
     consensus_of: tuple[str, ...]  # the consensus members this run computed
     agreement: tuple[dict[str, Any], ...]
@@ -197,8 +198,11 @@ class DecisionSummary:
                         f"spearman_{line['reference']}": line["spearman"]})
         return list(rows.values())
 
+    @property
+    def leaders(self) -> tuple[dict[str, Any], ...]:
+        """The models most likely best, as the summary's sentence lists them."""
+        return self.chances[:LEADERS]
 
-LEADERS = 3  # models listed under "how sure is the top"
 
 
 def summarise(board: pd.DataFrame, settings: DecisionSettings | None = None) -> DecisionSummary:
@@ -207,15 +211,15 @@ def summarise(board: pd.DataFrame, settings: DecisionSettings | None = None) -> 
     settings = settings or DecisionSettings()
     scored = board[board["status"] == "ok"]
     k = max(1, min(settings.top_k, len(scored)))
-    leaders = scored.sort_values(["p_best", "rank"], ascending=[False, True]).head(LEADERS)
+    likely = scored.sort_values(["p_best", "rank"], ascending=[False, True])
     rows, flags = agreement(board, k)
     return DecisionSummary(
         recommended=RECOMMENDED,
         recommendation=RECOMMENDATION,
         method=METHOD.format(resamples=settings.resamples, seed=settings.seed, k=k),
         top_k=k,
-        leaders=tuple({"model": str(row.model), "p_best": float(row.p_best), "p_top_k": float(row.p_top_k)}
-                      for row in leaders.itertuples(index=False)),
+        chances=tuple({"model": str(row.model), "p_best": float(row.p_best), "p_top_k": float(row.p_top_k)}
+                      for row in likely.itertuples(index=False)),
         point_masses=tuple(str(name) for name in scored.loc[scored["otce_ci_low"].isna(), "model"]),
         consensus_of=tuple(name for name in CONSENSUS_METRICS if name in board.columns
                            and _finite(board, name).shape[0] > 0),
