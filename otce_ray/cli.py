@@ -50,8 +50,13 @@ def _score(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, preset=args.preset)
     board = run(config, progress=not args.quiet, overwrite=args.overwrite)
-    print(leaderboard_markdown(board, decisions=summarise(board, config.decisions)))
-    print(f"leaderboard written to {config.output}")
+    boards = {target: board[board["target"] == target].drop(columns="target").reset_index(drop=True)
+              for target in board["target"].unique()} if config.targets else {None: board}
+    for target, one in boards.items():
+        print(leaderboard_markdown(one, title="OTCE leaderboard" + (f": {target}" if target else ""),
+                                   decisions=summarise(one, config.decisions)))
+    print(f"leaderboard{'s' if config.targets else ''} written to {config.output}"
+          + (" (one folder per target; matrix.csv, matrix.html)" if config.targets else ""))
     return 0 if (board["status"] == "ok").any() else 1
 
 

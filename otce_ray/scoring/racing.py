@@ -1,0 +1,103 @@
+"""Racing settings, declared once: the run config's ``racing:`` section (off unless given).
+
+A race scores every model on a small share of its images and few, small repeats (stage 1), stops the models whose
+upper bound on the full-budget score cannot reach the k-th best lower bound, and gives the survivors more images and
+repeats, stage by stage; the last stage is always the run's own settings (every image, ``otce.n_pixels``,
+``otce.repeats``), so the models that reach it are scored exactly as a run without racing scores them. The stopping
+rule is ``otce_ray.scoring.stopping``; the driver is ``otce_ray.pipeline.racing``.
+
+A stage reads the first ``ceil(images x num_shards)`` shards of each pixel store (at least 2), so its images are a
+prefix of the next stage's and a store grows by adding shards, never by extracting again. Shards deal a dataset's
+selected images by striding (``otce_ray.datasets.selection.shard``), so the first m of n shards take every image
+whose position in the sorted selection is < m modulo n: a systematic sample spread over the whole dataset (every
+city, every sequence). How fine the stages can be is the shard layout's grain: racing needs many shards per store
+(``extraction.num_shards``, which is part of the store key: keep it when racing is removed, so a full run reuses
+the stores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from otce_ray.schema import REQUIRED, Interval, ListOf, Rule, check_record, declared, fields_of
+from otce_ray.scoring.settings import MAX_REPEATS, OTCESettings
+
+MIN_STAGE_SHARDS = 2  # a stage splits its shards into two halves (the image-noise estimate of the stopping rule)
+
+
+def _even(repeats: int) -> str | None:
+    return None if repeats % 2 == 0 else f"must be even (half of a stage's repeats on each half of its images), " \
+                                         f"got {repeats}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage before the final one: the share of each store's shards it reads, the pixels per repeat (a share of
+    ``otce.n_pixels``) and the repeats each surviving model gets (even: half on each half of the stage's shards)."""
+
+    images: float = declared(Interval(Real, 0, 1, closed="neither"), REQUIRED,
+                             "share of each pixel store's shards (its first ones) the stage reads")
+    pixels: float = declared(Interval(Real, 0, 1, closed="right"), 1.0,
+                             "pixels per side per repeat, as a share of `otce.n_pixels`")
+    repeats: int = declared(Interval(Integral, 4, MAX_REPEATS), 6,
+                            "repeats per surviving model (even: half on each half of the stage's shards)")
+
+    def __post_init__(self) -> None:
+        check_record(self)
+        problem = _even(self.repeats)
+        if problem:
+            raise ValueError(f"repeats: {problem}")
+
+    def shards(self, num_shards: int) -> int:
+        """How many of a store's ``num_shards`` shards this stage reads: the first ``ceil(images x num_shards)``, at
+        least ``MIN_STAGE_SHARDS`` (every shard of a store with fewer)."""
+        return min(num_shards, max(MIN_STAGE_SHARDS, math.ceil(self.images * num_shards - 1e-9)))
+
+    def settings(self, otce: OTCESettings) -> OTCESettings:
+        """The estimator of this stage: the run's, with its pixels and repeats."""
+        return dataclasses.replace(otce, n_pixels=max(2, round(self.pixels * otce.n_pixels)), repeats=self.repeats)
+
+
+STAGE = fields_of(Stage, (Rule(("repeats",), _even),))
+DEFAULT_STAGES = ({"images": 0.125, "pixels": 0.25, "repeats": 6}, {"images": 0.375, "pixels": 0.5, "repeats": 6})
+
+
+def _growing(stages: Any) -> str | None:
+    shares = [stage["images"] if isinstance(stage, dict) else stage.images for stage in stages]
+    if any(later <= earlier for earlier, later in zip(shares, shares[1:])):
+        return f"each stage must read more images than the one before (images {shares})"
+    return None
+
+
+@dataclass(frozen=True)
+class RacingSettings:
+    """The ``racing:`` section: keep each target's ``top_k`` and stop the rest early (``otce_ray.scoring.stopping``).
+
+    ``confidence`` is family-wise: every bound of every model at every stage holds at once with this probability (a
+    union bound), under the rule's assumptions (its module docstring).
+    """
+
+    top_k: int = declared(Interval(Integral, 1, 10_000), 5, "models each target's race keeps to the final stage "
+                                                            "(at least)")
+    confidence: float = declared(Interval(Real, 0.5, 1, closed="left"), 0.95,
+                                 "that no bound of any model at any stage fails (union bound over models and stages)")
+    stages: tuple[Stage, ...] = declared(ListOf(STAGE, "stages", min_length=1), DEFAULT_STAGES,
+                                         "the stages before the final one (which reads every image with the `otce` "
+                                         "settings), images growing", "two: `{images: 0.125, pixels: 0.25, "
+                                         "repeats: 6}`, `{images: 0.375, pixels: 0.5, repeats: 6}`")
+
+    def __post_init__(self) -> None:
+        given = tuple(dataclasses.asdict(stage) if isinstance(stage, Stage) else stage for stage in self.stages)
+        object.__setattr__(self, "stages", given)
+        check_record(self)
+        problem = _growing(given)
+        if problem:
+            raise ValueError(f"stages: {problem}")
+        object.__setattr__(self, "stages", tuple(Stage(**stage) for stage in given))
+
+
+RACING_RULES = (Rule(("stages",), _growing),)
