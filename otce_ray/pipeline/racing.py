@@ -4,9 +4,9 @@
 stage: the (model, target) pairs still racing, which ``otce_ray.pipeline.run`` then extracts in full and scores with
 the run's own settings, exactly as a run without racing would (the same stores, the same repeats, the same record).
 
-Per stage: every racer's stores are extracted up to the stage's first shards (``StorePlan.first``: parts already
-there are found by their footer key and kept, so stores only grow, and no manifest is written until a store is
-whole), its repeats run as soon as its stores hold them (``StageScoring``), and when every racer of the stage has
+Per stage: every racer's stores are extracted up to the stage's shards (``Stage.shards``, ``StorePlan.only``:
+parts already there are found by their footer key and kept, so stores only grow, and no manifest is written until a
+store is whole), its repeats run as soon as its stores hold them (``StageScoring``), and when every racer of the stage has
 its scores, each target's race decides who stops (``otce_ray.scoring.stopping.decide``). A stopped pair gets a result
 record of status ``stopped``: its stage score, the stage, and the bound it stopped on.
 
@@ -154,14 +154,14 @@ def _run_stage(plan: RunPlan, cluster: Cluster, pool: WorkerPool, writer: Thread
         scoring.expect(1)
         for store in racer.pair.stores:
             readers[store_of(store)].append(racer)
+            dataset = store_of(store)[1]
             if isinstance(store, StorePlan):
-                count = stage.shards(len(store.shards))
-                plans.setdefault(store_of(store), store.first(count))
-                keys[racer][store.request.dataset] = store.request.key
-            else:  # complete already (or failed to plan): its parts are there to read
-                count = stage.shards(store.shards_reused)
-                keys[racer][store.dataset] = store.key
-            shards[racer][store_of(store)[1]] = tuple(range(count))
+                shards[racer][dataset] = stage.shards(dataset, len(store.shards), config.otce.seed)
+                plans.setdefault(store_of(store), store.only(shards[racer][dataset]))
+                keys[racer][dataset] = store.request.key
+            else:  # complete already (its parts are there to read; its summary counts them), or failed to plan
+                shards[racer][dataset] = stage.shards(dataset, store.shards_reused, config.otce.seed)
+                keys[racer][dataset] = store.key
     extraction = ExtractionJobs(pool, batch_size=config.extraction.batch_size, on_store=on_store,
                                 resource_wait_seconds=config.cluster.resource_wait_seconds)
     extraction.add(plans.values())
@@ -227,14 +227,15 @@ def write_stages(output: str, model: str, fingerprint: str, stages: Mapping[int,
     fs.write_bytes_atomic(stages_uri(output, model), json.dumps(body, indent=1).encode())
 
 
-def read_stages(output: str, model: str, fingerprint: str
+def read_stages(output: str, model: str, fingerprint: str | None = None
                 ) -> tuple[dict[int, list[RepeatRecord]], dict[int, dict[str, Any]]]:
     """A racer's recorded stages (records, keys), or none when there is no record, it is unreadable (logged) or it
-    was written for another fingerprint (the model, its data or the run's settings changed)."""
+    was written for another ``fingerprint`` than the one given (the model, its data or the run's settings
+    changed); None takes any."""
     uri = stages_uri(output, model)
     try:
         body = json.loads(fs.read_bytes(uri))
-        if body.get("version") != RECORD_VERSION or body.get("fingerprint") != fingerprint:
+        if body.get("version") != RECORD_VERSION or fingerprint not in (None, body.get("fingerprint")):
             return {}, {}
         stages = {int(number): [_repeat(record) for record in stage["records"]]
                   for number, stage in body["stages"].items()}

@@ -1,9 +1,10 @@
 """A racing stage's repeats as a source of the dispatch loop: per racer, its stage's K repeats on two halves of the
 stage's shards.
 
-A stage reads the first m shards of each of a racer's stores (``Stage.shards``); repeat r draws its pixels from the
-even shards of those (half A) when r is even, from the odd ones (half B) when odd, so that the disagreement of the two
-halves measures how much a score moves with the images read (``otce_ray.scoring.stopping``). Each half of each store
+A stage reads m shards of each of a racer's stores, in a seeded order (``Stage.shards``); repeat r draws its pixels
+from those at even places of that order (half A) when r is even, from those at odd places (half B) when odd: two
+disjoint random samples of the store's shards, whose disagreement measures how much a score moves with the images
+read (``otce_ray.scoring.stopping``). Each half of each store
 is read once, by a loader task (``read_samples`` of those shards' parts, whether the store is complete or not), for
 the half's repeats only; the repeat tasks take the loaders' refs as arguments, so Ray starts them when the pixels are
 in and a loader's failure comes back as the failure of its repeats. Repeat r is seeded as repeat r of a full run

@@ -6,13 +6,16 @@ repeats, stage by stage; the last stage is always the run's own settings (every 
 ``otce.repeats``), so the models that reach it are scored exactly as a run without racing scores them. The stopping
 rule is ``otce_ray.scoring.stopping``; the driver is ``otce_ray.pipeline.racing``.
 
-A stage reads the first ``ceil(images x num_shards)`` shards of each pixel store (at least 2), so its images are a
-prefix of the next stage's and a store grows by adding shards, never by extracting again. Shards deal a dataset's
-selected images by striding (``otce_ray.datasets.selection.shard``), so the first m of n shards take every image
-whose position in the sorted selection is < m modulo n: a systematic sample spread over the whole dataset (every
-city, every sequence). How fine the stages can be is the shard layout's grain: racing needs many shards per store
-(``extraction.num_shards``, which is part of the store key: keep it when racing is removed, so a full run reuses
-the stores).
+A stage reads ``ceil(images x num_shards)`` shards of each pixel store (at least 2): the first ones in a seeded
+hash order of the store's shards (``shard_order``: the run's seed and the dataset's name, so every model reading a
+dataset reads the same images of it at a stage). A stage's shards are a prefix of the next stage's, so a store grows
+by adding shards, never by extracting again, under its one key. Shards deal a dataset's selected images by striding
+(``otce_ray.datasets.selection.shard``), so one shard is already spread over the whole dataset, and a stage's shards
+are a random sample of those: taking the first m shards instead would read m consecutive images out of every n,
+runs of neighbouring frames of one sequence, and a stage would then miss the full score by more than its two halves
+disagree (measured: ``otce-ray bench racing``). How fine the stages can be is the shard layout's grain: racing needs
+many shards per store (``extraction.num_shards``, which is part of the store key: keep it when racing is removed, so
+a full run reuses the stores).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
+from otce_ray.datasets.selection import seeded_order
 from otce_ray.schema import REQUIRED, Interval, ListOf, Rule, check_record, declared, fields_of
 from otce_ray.scoring.settings import MAX_REPEATS, OTCESettings
 
@@ -52,14 +56,26 @@ class Stage:
         if problem:
             raise ValueError(f"repeats: {problem}")
 
-    def shards(self, num_shards: int) -> int:
-        """How many of a store's ``num_shards`` shards this stage reads: the first ``ceil(images x num_shards)``, at
-        least ``MIN_STAGE_SHARDS`` (every shard of a store with fewer)."""
+    def count(self, num_shards: int) -> int:
+        """How many of a store's ``num_shards`` shards this stage reads: ``ceil(images x num_shards)``, at least
+        ``MIN_STAGE_SHARDS`` (every shard of a store with fewer)."""
         return min(num_shards, max(MIN_STAGE_SHARDS, math.ceil(self.images * num_shards - 1e-9)))
+
+    def shards(self, dataset: str, num_shards: int, seed: int) -> tuple[int, ...]:
+        """The shards of a store of ``dataset`` this stage reads, in ``shard_order``: those at even places of it are
+        half A of the stage, those at odd places half B."""
+        return shard_order(dataset, num_shards, seed)[:self.count(num_shards)]
 
     def settings(self, otce: OTCESettings) -> OTCESettings:
         """The estimator of this stage: the run's, with its pixels and repeats."""
         return dataclasses.replace(otce, n_pixels=max(2, round(self.pixels * otce.n_pixels)), repeats=self.repeats)
+
+
+def shard_order(dataset: str, num_shards: int, seed: int) -> tuple[int, ...]:
+    """The order in which racing stages take the shards of a store of ``dataset``: ranked by a hash of the run's
+    ``seed`` and the dataset's name (``seeded_order``), so it is the same for every model and on every platform."""
+    ranked = seeded_order([str(index) for index in range(num_shards)], f"{seed}:{dataset}")
+    return tuple(int(index) for index in ranked)
 
 
 STAGE = fields_of(Stage, (Rule(("repeats",), _even),))

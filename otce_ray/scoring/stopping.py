@@ -1,19 +1,20 @@
 """The stopping rule of a race (``racing:``): which models cannot reach the top k, from one stage's repeat scores.
 
 At a stage before the final one, each racing model has K repeat scores (seeded as a full run's repeats), half drawn
-from the even shards the stage reads (half A) and half from its odd shards (half B). What a stage's mean misses of
+from one half of the shards the stage reads (half A) and half from the other (half B), two disjoint random samples
+of the store's shards (``otce_ray.scoring.racing``). What a stage's mean misses of
 the full-budget score (every image, the run's own N and K) has two parts, and the bound covers both:
 
 - **repeat noise** (which pixels a repeat draws, given the stage's images): the variance of the mean from the spread
   of the repeats within each half, ``max(the model's own, the median over the stage's models) x (1/K_A + 1/K_B)/4``.
   Taking at least the median guards the estimate of a model with few repeats from coming out small by chance (with 6
   repeats the model's own variance has 4 degrees of freedom), and is what lets the normal quantile stand in for t.
-- **image sampling** (which images the stage read): a stage sees a share f of each store's images, and its score
+- **image sampling** (which images the stage read): a stage sees a share f of each store's shards, and its score
   moves with them, by amounts that differ between models (a common shift of every model moves no one past another,
-  so only the differences matter). The two halves are two disjoint samples of the stage's images: for model m,
-  ``d_m = mean_A - mean_B`` has variance ``4 s^2/n + 4 v_m`` (s^2/n: the image-sampling variance of the stage's mean,
-  v_m its repeat variance), so the spread of d over the stage's models, less their repeat noise, estimates it; with
-  the finite-population factor (1 - f), ``tau^2 = (1 - f) x max(0, var(d)/4 - mean(v))`` is the variance of the
+  so only the differences matter). The two halves are two disjoint random samples of m/2 shards: for model m,
+  ``d_m = mean_A - mean_B`` has variance ``4 s^2/m + 4 v_m`` (s^2/m: the shard-sampling variance of the stage's
+  mean, v_m its repeat variance), so the spread of d over the stage's models, less their repeat noise, estimates it;
+  with the finite-population factor (1 - f), ``tau^2 = (1 - f) x max(0, var(d)/4 - mean(v))`` is the variance of the
   stage's mean about the full-budget one. This is the bias allowance, estimated from the data at every stage; the
   nominal f is used (a stage reads at least that share), which errs wide.
 
