@@ -11,7 +11,7 @@ import pytest
 from otce_ray.bench.racing import recall
 from otce_ray.config import ConfigError, parse_config
 from otce_ray.extraction.planning import StorePlan
-from otce_ray.scoring.racing import RacingSettings, Stage, shard_order
+from otce_ray.scoring.racing import RacingSettings, Stage, order_of, shard_order
 from otce_ray.scoring.settings import OTCESettings
 from otce_ray.scoring.stopping import StageScores, decide, image_allowance, quantile
 
@@ -120,6 +120,8 @@ def test_a_stage_reads_a_seeded_sample_of_the_shards_that_the_next_stage_extends
     assert sorted(order) == list(range(16)) and order != tuple(range(16))  # a shuffle, not the first shards
     assert order == shard_order("alpha", 16, 0) != shard_order("beta", 16, 0) != shard_order("alpha", 16, 1)
     assert stage.shards("alpha", 16, 0) == order[:2] and later.shards("alpha", 16, 0) == order[:8]
+    assert order_of("gamma", "m1", "gamma") == order_of("gamma", "m2", "gamma")  # one target sample for all
+    assert order_of("alpha", "m1", "gamma") != order_of("alpha", "m2", "gamma")  # a source's: its model's own
     assert stage.settings(OTCESettings(n_pixels=2000, repeats=10)) == OTCESettings(n_pixels=500, repeats=6)
     plan = StorePlan(request=None, shards=tuple(range(16)))  # the shards' files do not matter here
     assert plan.only((9, 3)).extract == (3, 9) and plan.only((9, 3)).todo == (3, 9)

@@ -14,7 +14,7 @@ from otce_ray.datasets.synth import write_benchmark
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
 from otce_ray.pipeline.plan import make_plan
-from otce_ray.scoring.racing import Stage
+from otce_ray.scoring.racing import Stage, order_of
 from otce_ray.store.layout import part_name
 from otce_ray.zoo import city_spec, zoo_models
 from test_plan import LAPTOP
@@ -65,7 +65,7 @@ def test_a_full_run_reuses_the_stores_a_race_grew_and_scores_its_finalists_ident
     for name in stopped:  # a stopped model's stores hold the stage's 2 shards, and are not marked complete
         for dataset in (next(m for m in models if m["name"] == name)["source"]["name"], "gamma"):
             [key] = os.listdir(tmp_path / "store" / dataset / name)
-            shards = Stage(**racing["stages"][0]).shards(dataset, SHARDS, 0)
+            shards = Stage(**racing["stages"][0]).shards(order_of(dataset, name, "gamma"), SHARDS, 0)
             assert sorted(os.listdir(tmp_path / "store" / dataset / name / key)) == sorted(map(part_name, shards))
     grown = _parts(tmp_path / "store")
 

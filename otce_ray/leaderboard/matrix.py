@@ -13,10 +13,9 @@ from typing import Mapping
 
 import pandas as pd
 
-from otce_ray import fs
 from otce_ray.leaderboard.columns import missing
 from otce_ray.leaderboard.render import html_page
-from otce_ray.leaderboard.writers import csv_bytes
+from otce_ray.leaderboard.writers import csv_bytes, write_files
 
 MATRIX_CSV = "matrix.csv"
 MATRIX_HTML = "matrix.html"
@@ -103,10 +102,5 @@ def matrix_html(boards: Mapping[str, pd.DataFrame]) -> str:
 def write_matrix(output: str, boards: Mapping[str, pd.DataFrame]) -> list[str]:
     """Write ``matrix.csv`` and ``matrix.html`` under ``output`` (``boards``: target -> its leaderboard, in the
     run's target order); returns their URIs."""
-    contents = {MATRIX_CSV: csv_bytes(model_matrix(boards)), MATRIX_HTML: matrix_html(boards).encode()}
-    uris = []
-    for name, data in contents.items():
-        uri = fs.join(output, name)
-        fs.write_bytes_atomic(uri, data)
-        uris.append(uri)
-    return uris
+    return write_files(output, {MATRIX_CSV: csv_bytes(model_matrix(boards)),
+                                MATRIX_HTML: matrix_html(boards).encode()})

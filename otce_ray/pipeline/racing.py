@@ -6,9 +6,9 @@ the run's own settings, exactly as a run without racing would (the same stores, 
 
 Per stage: every racer's stores are extracted up to the stage's shards (``Stage.shards``, ``StorePlan.only``:
 parts already there are found by their footer key and kept, so stores only grow, and no manifest is written until a
-store is whole), its repeats run as soon as its stores hold them (``StageScoring``), and when every racer of the stage has
-its scores, each target's race decides who stops (``otce_ray.scoring.stopping.decide``). A stopped pair gets a result
-record of status ``stopped``: its stage score, the stage, and the bound it stopped on.
+store is whole), its repeats run as soon as its stores hold them (``StageScoring``), and when every racer of the
+stage has its scores, each target's race decides who stops (``otce_ray.scoring.stopping.decide``). A stopped pair
+gets a result record of status ``stopped``: its stage score, the stage, and the bound it stopped on.
 
 Every racer's repeat records are kept per stage in ``{output}/racing/{model}.json`` (its target's output) as soon
 as the racer's stage is scored. A rerun (a killed driver, a grown zoo) replays the race from those records: stages
@@ -35,7 +35,7 @@ from otce_ray.pipeline.plan import RunPlan, store_of
 from otce_ray.pipeline.progress import Progress
 from otce_ray.pipeline.stage_scoring import Racer, StageScoring
 from otce_ray.schema import require_name
-from otce_ray.scoring.racing import Stage
+from otce_ray.scoring.racing import Stage, order_of
 from otce_ray.scoring.repeat import RepeatRecord
 from otce_ray.scoring.settings import OTCESettings
 from otce_ray.scoring.stopping import StageDecision, decide, quantile
@@ -155,12 +155,13 @@ def _run_stage(plan: RunPlan, cluster: Cluster, pool: WorkerPool, writer: Thread
         for store in racer.pair.stores:
             readers[store_of(store)].append(racer)
             dataset = store_of(store)[1]
+            order = order_of(dataset, racer.name, racer.target)
             if isinstance(store, StorePlan):
-                shards[racer][dataset] = stage.shards(dataset, len(store.shards), config.otce.seed)
+                shards[racer][dataset] = stage.shards(order, len(store.shards), config.otce.seed)
                 plans.setdefault(store_of(store), store.only(shards[racer][dataset]))
                 keys[racer][dataset] = store.request.key
             else:  # complete already (its parts are there to read; its summary counts them), or failed to plan
-                shards[racer][dataset] = stage.shards(dataset, store.shards_reused, config.otce.seed)
+                shards[racer][dataset] = stage.shards(order, store.shards_reused, config.otce.seed)
                 keys[racer][dataset] = store.key
     extraction = ExtractionJobs(pool, batch_size=config.extraction.batch_size, on_store=on_store,
                                 resource_wait_seconds=config.cluster.resource_wait_seconds)

@@ -9,6 +9,11 @@ later models are still being extracted. Every model's result is recorded as soon
 recorded. A model that fails at any step becomes a failed row. What a user should know about a result (why a
 baseline is NaN, an unconverged repeat, skipped files) is recorded with it; where the time went (per model: loading,
 decoding, forward, writing) and what the cluster did are in ``run.json``.
+
+With ``racing:`` the stages before the final one run first (``otce_ray.pipeline.racing``), on the same worker pool,
+and the loop above then runs the final stage for the models still racing. With ``targets:`` every (model, target)
+pair is planned, reused and scored on its own, a store shared by several pairs (a model's source) is extracted once,
+and each target's run writes its files under ``output/{target}/``, beside the model x target matrix.
 """
 
 from __future__ import annotations

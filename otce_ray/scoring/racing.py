@@ -7,9 +7,13 @@ repeats, stage by stage; the last stage is always the run's own settings (every 
 rule is ``otce_ray.scoring.stopping``; the driver is ``otce_ray.pipeline.racing``.
 
 A stage reads ``ceil(images x num_shards)`` shards of each pixel store (at least 2): the first ones in a seeded
-hash order of the store's shards (``shard_order``: the run's seed and the dataset's name, so every model reading a
-dataset reads the same images of it at a stage). A stage's shards are a prefix of the next stage's, so a store grows
-by adding shards, never by extracting again, under its one key. Shards deal a dataset's selected images by striding
+hash order of the store's shards (``shard_order``). On the target every model reads the same images at a stage (the
+order is the run's seed and the target's name), so which target images a stage read moves every model's score alike,
+as far as it can; on a source the order is also the model's, so two models of one source read different images and
+their stage errors are independent, as the stopping rule's pooled estimate of them assumes (with one shared sample,
+every model of a source would be off by the same amount, and the spread over models would not show it). A stage's
+shards are a prefix of the next stage's, so a store grows by adding shards, never by extracting again, under its one
+key. Shards deal a dataset's selected images by striding
 (``otce_ray.datasets.selection.shard``), so one shard is already spread over the whole dataset, and a stage's shards
 are a random sample of those: taking the first m shards instead would read m consecutive images out of every n,
 runs of neighbouring frames of one sequence, and a stage would then miss the full score by more than its two halves
@@ -61,21 +65,28 @@ class Stage:
         ``MIN_STAGE_SHARDS`` (every shard of a store with fewer)."""
         return min(num_shards, max(MIN_STAGE_SHARDS, math.ceil(self.images * num_shards - 1e-9)))
 
-    def shards(self, dataset: str, num_shards: int, seed: int) -> tuple[int, ...]:
-        """The shards of a store of ``dataset`` this stage reads, in ``shard_order``: those at even places of it are
-        half A of the stage, those at odd places half B."""
-        return shard_order(dataset, num_shards, seed)[:self.count(num_shards)]
+    def shards(self, store: str, num_shards: int, seed: int) -> tuple[int, ...]:
+        """The shards of a store this stage reads (``store``: what its order is seeded by, see ``shard_order``), in
+        that order: those at even places of it are half A of the stage, those at odd places half B."""
+        return shard_order(store, num_shards, seed)[:self.count(num_shards)]
 
     def settings(self, otce: OTCESettings) -> OTCESettings:
         """The estimator of this stage: the run's, with its pixels and repeats."""
         return dataclasses.replace(otce, n_pixels=max(2, round(self.pixels * otce.n_pixels)), repeats=self.repeats)
 
 
-def shard_order(dataset: str, num_shards: int, seed: int) -> tuple[int, ...]:
-    """The order in which racing stages take the shards of a store of ``dataset``: ranked by a hash of the run's
-    ``seed`` and the dataset's name (``seeded_order``), so it is the same for every model and on every platform."""
-    ranked = seeded_order([str(index) for index in range(num_shards)], f"{seed}:{dataset}")
+def shard_order(store: str, num_shards: int, seed: int) -> tuple[int, ...]:
+    """The order in which racing stages take the shards of a store: ranked by a hash of the run's ``seed`` and
+    ``store`` (``seeded_order``; the same on every platform). ``store`` is the target's name for a target store, the
+    same for every model, and ``{dataset}/{model}`` for a source store (``order_of``)."""
+    ranked = seeded_order([str(index) for index in range(num_shards)], f"{seed}:{store}")
     return tuple(int(index) for index in ranked)
+
+
+def order_of(dataset: str, model: str, target: str) -> str:
+    """What the shard order of the store of (``dataset``, ``model``) is seeded by, in a race for ``target``: the
+    target's own name on the target (every model reads the same images), the dataset and the model on a source."""
+    return dataset if dataset == target else f"{dataset}/{model}"
 
 
 STAGE = fields_of(Stage, (Rule(("repeats",), _even),))
