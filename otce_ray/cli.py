@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -31,9 +32,9 @@ def _bench_cluster(args: argparse.Namespace) -> int:
 def _bench_racing(args: argparse.Namespace) -> int:
     from otce_ray.bench.racing import main as bench_racing
 
-    noise = {} if args.noise is None else {"noise": args.noise}
+    given = {"noise": args.noise, "stages": args.stages}
     return bench_racing(seeds=args.seeds, images=args.images, size=args.size, top_k=args.top_k,
-                        n_pixels=args.n_pixels, work=args.work, **noise)
+                        n_pixels=args.n_pixels, work=args.work, **{k: v for k, v in given.items() if v is not None})
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="weight-noise levels of each trained model's copies (0: the original; default "
                                    "7 levels, 112 models)")
     racing_bench.add_argument("--n-pixels", type=int, default=1000, help="the full run's N (K is 10)")
+    racing_bench.add_argument("--stages", type=json.loads, default=None,
+                              help="the race's stages as JSON, e.g. '[{\"images\": 0.125, \"repeats\": 4}]' "
+                                   "(default: racing's defaults)")
     racing_bench.add_argument("--work", default=None, help="keep the data, stores and outputs here (default: a "
                                                            "temporary folder)")
     racing_bench.set_defaults(handler=_bench_racing)

@@ -35,16 +35,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from otce_ray.scoring.racing import DEFAULT_STAGES
 from otce_ray.zoo import city_spec, read_zoo, zoo_models
 
 NOISE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # weight noise of the copies, relative to each tensor's spread
-STAGES = ({"images": 0.125, "pixels": 0.25, "repeats": 6}, {"images": 0.375, "pixels": 0.5, "repeats": 6})
 TARGETS = {"top_k_recall": 0.95, "extraction_ratio": 0.35, "repeat_work_ratio": 0.35}
 
 
 def main(seeds: Sequence[int] = (0, 1), images: int = 32, size: tuple[int, int] = (64, 128), top_k: int = 5,
-         noise: Sequence[float] = NOISE, n_pixels: int = 1000, work: str | None = None) -> int:
-    """Race and full run per seed, a table, and the JSON line (see the module docstring)."""
+         noise: Sequence[float] = NOISE, n_pixels: int = 1000, work: str | None = None,
+         stages: Sequence[dict[str, Any]] = DEFAULT_STAGES) -> int:
+    """Race (``stages``: the racing section's, default its defaults) and full run per seed, a table, and the JSON
+    line (see the module docstring)."""
     import ray
 
     with tempfile.TemporaryDirectory(prefix="otce-bench-racing-") as scratch:
@@ -54,14 +56,14 @@ def main(seeds: Sequence[int] = (0, 1), images: int = 32, size: tuple[int, int] 
         models = len(read_zoo()["models"]) * len(noise)
         print(f"# zoo: {models} models (16 trained x {len(noise)} weight-noise levels {list(noise)}); target "
               f"{read_zoo()['target']}; {images} images of {size[0]}x{size[1]} per city; top k {top_k}; racing "
-              f"stages {list(STAGES)}, then N {n_pixels}, K 10 on every image")
+              f"stages {list(stages)}, then N {n_pixels}, K 10 on every image")
         print(f"{'seed':>4} {'recall':>6} {'strict':>6} {'extract':>7} {'repeats':>7} {'pairs':>6} {'survivors':>12} "
               f"{'identical':>9} {'race s':>7} {'full s':>7}")
         owns_ray = not ray.is_initialized()
         if owns_ray:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         try:
-            rows = [_one_seed(work, data, seed, top_k, noise, n_pixels) for seed in seeds]
+            rows = [_one_seed(work, data, seed, top_k, noise, n_pixels, stages) for seed in seeds]
         finally:
             if owns_ray:
                 ray.shutdown()
@@ -71,7 +73,7 @@ def main(seeds: Sequence[int] = (0, 1), images: int = 32, size: tuple[int, int] 
                   f"{'/'.join(map(str, row['survivors'])):>12} {str(row['finalists_identical']):>9} "
                   f"{row['race_seconds']:>7.0f} {row['full_seconds']:>7.0f}")
         summary = {"bench": "racing", "models": models, "top_k": top_k, "seeds": list(seeds), "images": images,
-                   "size": list(size), "n_pixels": n_pixels, "stages": list(STAGES), "noise": list(noise),
+                   "size": list(size), "n_pixels": n_pixels, "stages": list(stages), "noise": list(noise),
                    **{key: round(float(np.mean([row[key] for row in rows])), 4)
                       for key in ("top_k_recall", "strict_recall", "extraction_ratio", "repeat_work_ratio",
                                   "pair_work_ratio")},
@@ -114,30 +116,32 @@ def zoo(folder: str, benchmark: str, seed: int, noise: Sequence[float]) -> list[
 
 
 def _config(work: str, data: str, seed: int, top_k: int, noise: Sequence[float], n_pixels: int,
-            racing: bool) -> dict[str, Any]:
+            stages: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
+    """The run config of the race (``stages``) or, with ``stages`` None, of the full run, into one store."""
     models = zoo(os.path.join(work, f"zoo-{seed}"), data, seed, noise)
-    raw = {"store": os.path.join(work, f"store-{seed}"), "output": os.path.join(work, f"{'race' if racing else 'full'}"
-                                                                                       f"-{seed}"),
+    output = os.path.join(work, f"{'full' if stages is None else 'race'}-{seed}")
+    raw = {"store": os.path.join(work, f"store-{seed}"), "output": output,
            "target": city_spec(read_zoo()["target"], data), "models": models,
            "otce": {"n_pixels": n_pixels, "repeats": 10, "seed": seed}, "baselines": {"metrics": []},
            "extraction": {"pixels_per_image": 250, "batch_size": 8, "num_shards": 16}}
-    if racing:
-        raw["racing"] = {"top_k": top_k, "stages": list(STAGES)}
+    if stages is not None:
+        raw["racing"] = {"top_k": top_k, "stages": list(stages)}
     return raw
 
 
-def _one_seed(work: str, data: str, seed: int, top_k: int, noise: Sequence[float], n_pixels: int) -> dict[str, Any]:
+def _one_seed(work: str, data: str, seed: int, top_k: int, noise: Sequence[float], n_pixels: int,
+              stages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from otce_ray.config import parse_config
     from otce_ray.leaderboard import load_results
     from otce_ray.pipeline import run
     from otce_ray.pipeline.racing import read_stages
 
-    race_config = parse_config(_config(work, data, seed, top_k, noise, n_pixels, True), base_dir=work)
+    race_config = parse_config(_config(work, data, seed, top_k, noise, n_pixels, stages), base_dir=work)
     started = time.perf_counter()
     race_board = run(race_config, progress=False)
     race_seconds = time.perf_counter() - started
     race_images = store_images(race_config.store)
-    full_config = parse_config(_config(work, data, seed, top_k, noise, n_pixels, False), base_dir=work)
+    full_config = parse_config(_config(work, data, seed, top_k, noise, n_pixels, None), base_dir=work)
     started = time.perf_counter()
     full_board = run(full_config, progress=False)
     full_seconds = time.perf_counter() - started
