@@ -173,14 +173,7 @@ def _unpickle(spec: ModelSpec, data: io.BytesIO) -> Any:
     try:
         state = torch.load(data, map_location="cpu", weights_only=not spec.allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
-        detail = _unpickler_detail(error)
-        if detail.startswith("Unsupported global"):
-            raise ModelError(
-                spec.name,
-                f"checkpoint {spec.checkpoint} is not a weights-only file and was not unpickled ({detail}); "
-                "set allow_unsafe_pickle: true only for a file you trust",
-            ) from error
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {detail}") from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {unpickling_problem(error)}") from error
     except Exception as error:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {first_line(error)}") from error
     return state
@@ -241,7 +234,16 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _unpickler_detail(error: BaseException) -> str:
-    """The one informative line of torch's long weights-only refusal (e.g. 'Unsupported global: GLOBAL x.Y')."""
-    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-    return match.group(1).split(". ")[0].strip() if match else first_line(error)
+def unpickling_problem(error: BaseException) -> str:
+    """Why a weights-only load failed, in words for the user: refused because the file would run code (naming what
+    it would call, never suggesting the unsafe retry torch's own message suggests), or unreadable."""
+    text = str(error)
+    called = re.search(r"GLOBAL ([\w.]+)", text)
+    if called:
+        return (f"refused: this checkpoint would run code when unpickled (it calls {called.group(1)}); a weights-only "
+                "file holds tensors only. Load it with allow_unsafe_pickle: true only if you trust who made it")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"{_UNREADABLE}: {(detail.group(1) if detail else lines[0] if lines else type(error).__name__)[:200]}"
+
+
