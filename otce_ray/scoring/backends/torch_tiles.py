@@ -47,8 +47,9 @@ def _tile_rows(columns: int, itemsize: int, tile_bytes: int) -> int:
     return max(1, tile_bytes // max(1, columns * itemsize))
 
 
-class _Side:
-    """One point set as the products see it: points, squared norms and weights (float64)."""
+class Points:
+    """One point set as a backend's kernels see it: points, squared norms and weights (float64); the flash-sinkhorn
+    backend uses it too."""
 
     def __init__(self, points: torch.Tensor, weights: torch.Tensor | None) -> None:
         self.points = points
@@ -59,7 +60,7 @@ class _Side:
         self.log_weights = self.weights.log()
 
 
-def _operands(rows: _Side, potential: torch.Tensor, columns: _Side, column_potential: torch.Tensor,
+def _operands(rows: Points, potential: torch.Tensor, columns: Points, column_potential: torch.Tensor,
               eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(left, right, s)`` with (left @ right)_ij = log2(e) ((h_j - C_ij) / eps + log w_j + |p_i|^2 / eps) - s_i.
 
@@ -119,7 +120,7 @@ class TorchTiles:
         lengths = [n] if row_groups is None else [int(size) for size in row_groups]
         if sum(lengths) != n or min(lengths) < 1:
             raise ValueError(f"row_groups: sizes {lengths} do not split {n} rows")
-        self.rows, self.columns = _Side(x, row_weights), _Side(y, column_weights)
+        self.rows, self.columns = Points(x, row_weights), Points(y, column_weights)
         self.row_tile = min(n, _tile_rows(m, x.element_size(), tile_bytes))
         self.column_tile = min(m, _tile_rows(n, x.element_size(), tile_bytes))
         # One buffer for every tile of every pass: a fresh block per tile costs page faults worth half the product.
