@@ -23,7 +23,7 @@ from otce_ray.scoring.backends.registry import resolve_backend
 from otce_ray.scoring.backends.torch_tiles import TorchTiles
 from otce_ray.scoring.entropy import conditional_entropy
 from otce_ray.scoring.sinkhorn import solve_sinkhorn
-from tests.scoring_cases import clouds, one_torch_thread  # noqa: F401 - fixture
+from scoring_cases import clouds, one_torch_thread  # noqa: F401 - fixture
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -149,12 +149,12 @@ def test_auto_takes_flash_on_cuda():
 @pytest.mark.skipif(_flash_installed() is not None, reason=str(_flash_installed()))
 def test_flash_matches_the_torch_backend_at_10k_on_cuda():
     """N = 10,000, d = 64, the engine's defaults, both held to an L1 marginal error of 1e-4: conditional entropies
-    within 1e-4, and flash-sinkhorn's own plan met the tolerance (no torch_tiles remedy)."""
+    within 1e-4, and the plan was flash-sinkhorn's own (no float64 or torch_tiles remedy)."""
     xs, ys, xt, yt = pixel_sets(10_000, 64, seed=0)
     runs = {backend: otce_score(xs, ys, xt, yt, n_pixels=10_000, repeats=1, tolerance=1e-4, device="cuda",
                                 backend=backend).repeats[0]
             for backend in ("torch_tiles", "flash_sinkhorn")}
     flash, tiles = runs["flash_sinkhorn"], runs["torch_tiles"]
-    assert flash.backend == "flash_sinkhorn" and flash.converged and flash.remedy != "torch_tiles"
+    assert flash.backend == "flash_sinkhorn" and flash.converged and flash.remedy in (None, "plain")  # its own plan
     assert tiles.converged
     assert abs(flash.conditional_entropy - tiles.conditional_entropy) <= 1e-4
