@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from otce_ray.scoring.backends import RowPass, SinkhornBackend
-from otce_ray.scoring.backends.torch_tiles import Points, TorchTiles
+from otce_ray.scoring.backends.torch_tiles import Points, PointPair, TorchTiles
 from otce_ray.scoring.merge import merge_duplicates
 from otce_ray.scoring.sinkhorn import SinkhornSolution, plan_label_joint, sinkhorn_potentials, solve_sinkhorn
 
@@ -72,7 +72,7 @@ def unavailable(device: torch.device) -> str | None:
     return None
 
 
-class FlashKernels:
+class FlashKernels(PointPair):
     """The ``SinkhornBackend`` seam over FlashSinkhorn's kernels, for float32 points on a CUDA device.
 
     ``row_groups`` (sizes of consecutive groups of x's rows) are the loop's coarse groups: ``row_pass`` sums the
@@ -81,26 +81,11 @@ class FlashKernels:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, row_weights: torch.Tensor | None = None,
                  column_weights: torch.Tensor | None = None, row_groups: Sequence[int] | None = None) -> None:
-        self.rows, self.columns = Points(x.contiguous(), row_weights), Points(y.contiguous(), column_weights)
-        sizes = torch.tensor([len(x)] if row_groups is None else [int(size) for size in row_groups], device=x.device)
-        labels = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes)
-        self.group_onehot = F.one_hot(labels, len(sizes)).float()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    @property
-    def device(self) -> torch.device:
-        return self.rows.points.device
-
-    @property
-    def row_weights(self) -> torch.Tensor:
-        return self.rows.weights
-
-    @property
-    def column_weights(self) -> torch.Tensor:
-        return self.columns.weights
+        if x.dtype != torch.float32:
+            raise ValueError(f"FlashKernels: flash-sinkhorn computes in float32, got {x.dtype} points")
+        super().__init__(x.contiguous(), y.contiguous(), row_weights=row_weights, column_weights=column_weights,
+                         row_groups=row_groups)
+        self.group_onehot = F.one_hot(self.row_group, len(self.group_sizes)).float()
 
     def initial_row_potential(self) -> torch.Tensor:
         return self.rows.sq.clone()  # f^ = 0; the kernels shift every log-sum by its own maximum, so any start is safe
@@ -162,18 +147,9 @@ def kernels(x: torch.Tensor, y: torch.Tensor, **options) -> SinkhornBackend:
     return FlashKernels(x, y, **options) if x.dtype == torch.float32 else TorchTiles(x, y, **options)
 
 
-def solve(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    source_labels: torch.Tensor,
-    target_labels: torch.Tensor,
-    source_classes: int,
-    target_classes: int,
-    eps: float,
-    *,
-    tolerance: float,
-    max_iterations: int,
-) -> SinkhornSolution:
+def solve(x: torch.Tensor, y: torch.Tensor, source_labels: torch.Tensor, target_labels: torch.Tensor,
+          source_classes: int, target_classes: int, eps: float, *, tolerance: float,
+          max_iterations: int) -> SinkhornSolution:
     """``solve_sinkhorn`` over FlashSinkhorn's kernels, with the check and the fallback of the module docstring."""
     merged_x, merged_source, a = merge_duplicates(x, source_labels)
     merged_y, merged_target, b = merge_duplicates(y, target_labels)
