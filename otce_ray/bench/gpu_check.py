@@ -202,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheelhouse", default=WHEELHOUSE, help=f"wheels to install (default {WHEELHOUSE})")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="seconds for all steps together")
     args = parser.parse_args(argv)
+    # Inherited by every step: POT would import JAX where it is installed, and JAX takes 75% of the card at start.
+    os.environ.setdefault("POT_BACKEND_DISABLE_JAX", "1")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if args.dry:  # tiny solves on a busy CI machine: torch threads waiting on each other make them 20-40x slower
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.time()
     sizes, device = (DRY, "cpu") if args.dry else (CARD, "cuda")
     rows = run_steps(plan(sizes, device, args.dry, Path(args.wheelhouse), Path(SITE)), args.budget)
