@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -118,6 +119,7 @@ def install(wheelhouse: Path, site: Path, dry: bool, limit: float) -> list[dict[
     if not wheels:
         raise timebox.StepFailed(f"no wheels in {wheelhouse} (run `make wheelhouse PY=3.12` and carry it here)")
     started = time.perf_counter()
+    shutil.rmtree(site, ignore_errors=True)  # pip --target keeps what a previous run left there
     timebox.command([*pip, *wheels], limit)
     sys.path.insert(1, str(site))  # after the checkout: the project's own code is the one under test
     return [{"seconds": time.perf_counter() - started, "note": f"{len(wheels)} wheels into {site}"}]
