@@ -23,7 +23,8 @@ skipped. The big sizes come last, so a slow card loses them first.
 6. ``ot_*_100k``, ``ot_*_1m``: N = 100,000 and 1,000,000 with the streamed backends, cold: time and peak memory.
 
 Output: ``gpu_check.md`` (one Markdown table) and ``gpu_check.jsonl`` (one JSON line) in ``--out``, else ``$OUT``,
-else ``build/``; every row has every field of ``FIELDS`` (None where it does not apply).
+else ``build/``; every row has every field of ``FIELDS`` (None where it does not apply; on the extraction rows ``n``
+is the number of images and ``d`` the feature channels).
 """
 
 from __future__ import annotations
