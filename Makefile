@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 ZOO_TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-zoo demo test bench
+.PHONY: setup setup-zoo demo test bench wheelhouse gpu-check
 
 setup: $(VENV)/.installed
 
@@ -37,3 +37,39 @@ test: setup-zoo
 
 bench: setup
 	$(BIN)/otce-ray bench ot
+
+# `make wheelhouse PY=3.12`: the wheels a CUDA host that already has torch needs to run the numerics and extraction
+# offline (an air-gapped GPU cluster, or the card of `make gpu-check`), for manylinux x86_64 and Python $(PY), into
+# $(WHEELHOUSE) (git-ignored), with a size report; fails above MAX_MIB. The host is assumed to have torch, numpy, scipy,
+# pandas, pyarrow, PyYAML, Pillow, scikit-learn (with threadpoolctl), matplotlib, triton and the nvidia-* libraries.
+# Ray (79 MB) and boto3 are left out: the Ray-free entry points (otce_score, run_shard) need neither. Downloaded with
+# --no-deps, so WHEELS is the whole closure, read from each package's metadata:
+#   pot -> numpy, scipy;  flash-sinkhorn -> numpy, torch, triton
+#   cityscapesscripts -> numpy, matplotlib, pillow, appdirs, pyquaternion (-> numpy), coloredlogs (-> humanfriendly),
+#     tqdm, requests (-> charset-normalizer, idna, urllib3, certifi), typing (standard library: not carried)
+#   pytest, for the GPU check's tests -> iniconfig, packaging, pluggy, pygments
+PY ?= 3.12
+WHEELHOUSE ?= build/wheelhouse
+MAX_MIB ?= 60
+WHEELS := 'pot>=0.9.5' 'flash-sinkhorn>=0.4.1' 'cityscapesscripts>=2.2' appdirs pyquaternion coloredlogs humanfriendly \
+	tqdm requests charset-normalizer idna urllib3 certifi 'pytest>=8' iniconfig packaging pluggy pygments
+PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
+
+wheelhouse:
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(PY) $(PLATFORMS) \
+		-d $(WHEELHOUSE) $(WHEELS)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) .
+	@ls -l $(WHEELHOUSE)/*.whl | awk -v max=$(MAX_MIB) '{ printf "%8.2f MiB  %s\n", $$5 / 2^20, $$9; total += $$5 } \
+		END { printf "%8.2f MiB  total, %d wheels (limit MAX_MIB=%d)\n", total / 2^20, NR, max; \
+		if (total > max * 2^20) { printf "wheelhouse: %.1f MiB is above MAX_MIB=%d MiB: it would not travel to the card\n", \
+		total / 2^20, max; exit 1 } }'
+
+# `make gpu-check` on a card, with the wheelhouse carried to it: installs it offline, runs the CUDA tests, measures,
+# writes gpu_check.md and gpu_check.jsonl to $(OUT) (else build/). `DRY=1`: the same script on CPU at tiny sizes.
+# Python: the checkout's venv when there is one, else $(PYTHON) (on the card, the system Python with its CUDA torch).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-check:
+	$(GPU_PYTHON) -m otce_ray.bench.gpu_check $(if $(filter 1 yes true,$(DRY)),--dry) --wheelhouse $(WHEELHOUSE) \
+		$(if $(OUT),--out $(OUT))

@@ -237,3 +237,43 @@ def test_an_interrupted_run_says_how_to_resume_in_one_line(tmp_path, monkeypatch
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "run the same command again to resume" in error
     assert "Traceback" not in error
+
+
+def test_files_named_in_kwargs_enter_the_models_fingerprint(tmp_path):
+    from otce_ray.models import ModelSpec
+    from otce_ray.models.identity import model_identity
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"first")
+    spec = ModelSpec.from_dict({"name": "k", "format": "python", "entrypoint": "test_extraction_nets:tiny_backbone",
+                                "kwargs": {"options": {"weights": str(weights)}, "note": "not a file"}})
+    before = model_identity(spec)
+    assert list(before["files"]) == [str(weights)]
+    weights.write_bytes(b"retrained")
+    assert model_identity(spec)["files"] != before["files"]  # a retrained file is noticed, the score redone
+
+
+def test_zoo_scan_follows_no_link_and_lists_unreadable_folders(tmp_path, monkeypatch):
+    import os
+
+    from otce_ray.models.scan import scan_zoo
+
+    zoo = tmp_path / "zoo"
+    (zoo / "locked").mkdir(parents=True)
+    torch.save(torch.nn.Conv2d(3, 4, 1).state_dict(), tmp_path / "outside.pt")
+    os.symlink(zoo, zoo / "loop")  # a loop: once listed ~40 levels deep
+    os.symlink(tmp_path / "outside.pt", zoo / "out.pt")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    scan = scan_zoo(str(zoo))
+    reasons = {os.path.basename(item.uri): item.reason for item in scan.unrecognised}
+    assert scan.models == [] and set(reasons) == {"loop", "out.pt", "locked"}
+    assert reasons["loop"].startswith("a link, not followed: it leads inside the root")
+    assert reasons["out.pt"] == f"a link, not followed: it leads outside the root ({tmp_path / 'outside.pt'})"
+    assert reasons["locked"] == "folder not read: PermissionError: Permission denied"

@@ -167,12 +167,27 @@ def test_checkpoint_that_is_not_weights_only_is_refused_unless_allowed(tmp_path)
     spec = {"name": "pk", "format": "python", "entrypoint": "test_extraction_nets:tiny_backbone",
             "checkpoint": str(tmp_path / "pickled.pt"), "feature_layer": "body"}
     message = _load_error(spec)
-    assert "is not a weights-only file" in message and "allow_unsafe_pickle" in message
+    assert "refused: this checkpoint would run code when unpickled" in message and "allow_unsafe_pickle" in message
     torch.save({"model": TinyBackbone().state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
     assert load_model({**spec, "checkpoint": str(tmp_path / "wrapped.pt")})(IMAGES).features.shape[1] == 8
     # opting in unpickles it, but a whole module is still not a state dict
     message = _load_error({**spec, "allow_unsafe_pickle": True})
     assert "holds no state dict of tensors" in message
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo never",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_suggesting_the_unsafe_retry(tmp_path):
+    torch.save({"w": torch.zeros(2), "x": _RunsCode()}, tmp_path / "evil.pt")
+    message = _load_error({"name": "ev", "format": "builtin", "architecture": "unet",
+                           "checkpoint": str(tmp_path / "evil.pt")})
+    assert "refused: this checkpoint would run code when unpickled (it calls posix.system)" in message
+    assert "weights_only" not in message and "corrupt" not in message
 
 
 def test_corrupt_checkpoint(tmp_path):

@@ -79,6 +79,7 @@ def _valid() -> dict:
         "scoring": {"device": "cpu", "num_gpus": 0},
         "baselines": {"metrics": ["leep", "logme"], "n_pixels": 300},
         "cluster": {"resource_wait_seconds": 60, "stuck_task_seconds": 30.5},
+        "decisions": {"top_k": 3, "resamples": 500, "seed": 1},
     }
 
 

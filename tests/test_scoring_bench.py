@@ -75,7 +75,7 @@ def test_without_room_for_pot_only_ours_runs_and_the_json_says_so(capsys, monkey
     # In-process stand-in for the child processes, with no free memory reported for POT.
     monkeypatch.setattr(bench, "_in_child", lambda function, *args: 0 if function is bench._free_bytes
                         else function(*args))
-    monkeypatch.setattr(bench, "_peak_meter", lambda device: lambda: 0.0)  # /proc/self/clear_refs is per process
+    monkeypatch.setattr(bench, "peak_meter", lambda device: lambda: 0.0)  # /proc/self/clear_refs is per process
     assert bench._pot_peers(200, 8, 0, 0.05, 1e-3, "cpu", free=0) == []
     assert bench.main(sizes=[200], dim=8) == 0
     lines, summary = _run(capsys, None)

@@ -52,7 +52,7 @@ def _bad_cases():
         "unknown cost scale": ({"cost_scale": "p90"}, r"cost_scale: expected one of median, .*, got 'p90'"),
         "unknown cost scale (emd)": ({"cost_scale": "p90", "solver": "emd"}, r"cost_scale: expected one of"),
         "unknown setting": ({"n_pixel": 10}, r"otce_score: .*'n_pixel'.*fields of OTCESettings"),
-        "unknown backend": ({"backend": "keops"}, r"backend: expected one of auto, torch_tiles, got 'keops'"),
+        "unknown backend": ({"backend": "keops"}, r"backend: expected one of auto, flash_sinkhorn, torch_tiles, got 'keops'"),
     }
 
 

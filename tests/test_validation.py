@@ -1,6 +1,6 @@
 """Validation v3 on one tiny benchmark seed end to end: the plan's roles, leakage-free stores, ground-truth
-replicates on redrawn images, the per-cell table, the report recomputed from that table alone, and a resume that
-redoes nothing."""
+replicates on redrawn images, the per-cell table, the report recomputed from that table alone, a resume that
+redoes nothing, and committed tables that resume on a new machine."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from otce_ray.validation.grid import SCORES, rescore
 from otce_ray.validation.harness import pairs, run_seed, scored_target, seed_dir, train_sources
 from otce_ray.validation.plan import CANDIDATES, EXPERIMENTS, INTER, INTRA, SETTINGS, SHIFT, Plan, Target
 from otce_ray.validation.report import write_report
-from otce_ray.validation.tables import read_cells, write_tables
+from otce_ray.validation.study import run_study
+from otce_ray.validation.tables import read_cells, tabled_seeds, write_tables
 
 SEED = 1
 TINY = Plan(images_per_city=8, size=(32, 64), train_images=4,
@@ -101,6 +102,25 @@ def test_a_rerun_trains_and_scores_nothing_again(tiny_run):
     before = pd.read_csv(seed_dir(work, SEED) / SCORES)
     after = rescore(pairs(TINY, SEED, work), SETTINGS, seed_dir(work, SEED) / SCORES)
     assert len(before) == len(after) == 10 * len(SETTINGS)
+
+
+def test_committed_tables_resume_on_a_new_machine(tiny_run, tmp_path):
+    """Seeds the tables hold run nowhere again; a new seed's rows join them, the earlier run's meta kept."""
+    work, tables = tiny_run
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    earlier = read_cells(tables).assign(seed=SEED + 100)  # stands for a seed an earlier run committed
+    earlier.to_csv(committed / "cells.csv", index=False)
+    (committed / "meta.json").write_text(json.dumps({"seeds": [SEED + 100], "code": {"commit": "old"}}))
+    new_machine = tmp_path / "work"
+    run_study(new_machine, [SEED + 100], committed, log=lambda *_: None)
+    assert not seed_dir(new_machine, SEED + 100).exists()  # nothing ran
+    assert "seeds [101]: code old" in (committed / "report.md").read_text()
+    write_tables(TINY, [SEED], work, committed, {"seeds": [SEED], "code": {"commit": "new"}})
+    assert tabled_seeds(committed) == [SEED, SEED + 100]
+    assert json.loads((committed / "meta.json").read_text())["earlier"]["code"]["commit"] == "old"
+    merged = read_cells(committed)
+    assert len(merged) == 2 * len(earlier) and merged.columns.tolist() == read_cells(tables).columns.tolist()
 
 
 def test_targets_name_their_shift():

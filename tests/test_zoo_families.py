@@ -150,11 +150,14 @@ def test_fingerprint_sees_every_file_of_a_folder_and_the_library_version(tmp_pat
     assert model_identity(sm)["code"].startswith(expected)
 
 
-def test_spec_fingerprints_of_the_older_formats_are_unchanged_by_the_new_field():
-    """``encoder`` came later: while unset it stays out of the fingerprint, so recorded results keep matching."""
+def test_spec_fingerprints_of_the_older_formats_are_unchanged_by_the_new_fields():
+    """``encoder`` and ``prior`` came later: an unset encoder and any prior stay out of the fingerprint, so recorded
+    results keep matching."""
     spec = ModelSpec.from_dict({"name": "u", "format": "builtin", "architecture": "unet"})
-    before = {k: v for k, v in spec.to_dict().items() if k not in ("name", "encoder")}
+    before = {k: v for k, v in spec.to_dict().items() if k not in ("name", "encoder", "prior")}
     assert spec.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    believed = ModelSpec.from_dict({"name": "u", "format": "builtin", "architecture": "unet", "prior": 71.5})
+    assert believed.fingerprint() == spec.fingerprint()
     smp = {"name": "s", "format": "smp", "architecture": "Unet", "encoder": "resnet18"}
     assert ModelSpec.from_dict(smp).fingerprint() != ModelSpec.from_dict({**smp, "encoder": "resnet34"}).fingerprint()
 

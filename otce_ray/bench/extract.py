@@ -49,11 +49,11 @@ def main(
         dataset = {"name": "bench", "format": "cityscapes", "root": root, "split": "train", "cities": cities,
                    "max_images": images}
         count = len(open_dataset(dataset))
-        bare = _bare_loop(model, open_dataset(dataset), batch_size, "cuda" if cuda else "cpu")
+        bare = bare_loop(model, open_dataset(dataset), batch_size, "cuda" if cuda else "cpu")
         bare_threads = torch.get_num_threads()
         if not cuda and bare_threads > 1:
             with _torch_threads(1):
-                single = _bare_loop(model, open_dataset(dataset), batch_size, "cpu")
+                single = bare_loop(model, open_dataset(dataset), batch_size, "cpu")
             bare, bare_threads = min((bare, bare_threads), (single, 1))
         cold, warm, phases, loads = _ray_path(model, dataset, os.path.join(work, "store"), batch_size, pixels_per_image, num_gpus,
                                seed)
@@ -97,7 +97,7 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _bare_loop(model_spec: dict, dataset, batch_size: int, device: str) -> float:
+def bare_loop(model_spec: dict, dataset, batch_size: int, device: str) -> float:
     """Seconds for decode + forward over every image, after one warm-up batch."""
     model = load_model(model_spec, device)
     model(np.stack([dataset[0].image]))

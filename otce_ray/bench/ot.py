@@ -27,9 +27,12 @@ import multiprocessing as mp
 import os
 import statistics
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from otce_ray.bench.meters import peak_meter, status_kib
 
 POT_CONFIGURATIONS = {"cpu": (("sinkhorn", "float32"), ("sinkhorn", "float64")), "cuda": (("sinkhorn", "float32"),)}
 POT_FALLBACKS = {"cpu": (("sinkhorn_stabilized", "float64"), ("sinkhorn_log", "float64")),
@@ -59,35 +62,12 @@ def pixel_sets(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.
     return xs.astype(np.float32), ys, xt.astype(np.float32), (yt * 3) % CLASSES
 
 
-def _status_kib(field: str, path: str = "/proc/self/status") -> int:
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in {path}")
-
-
-def _peak_meter(device: str) -> Callable[[], float]:
-    """Start measuring peak memory on ``device``; the returned function gives the MiB used above the start."""
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        return lambda: (torch.cuda.max_memory_allocated() - base) / 2**20
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # resets VmHWM to the current resident size
-    base = _status_kib("VmRSS")
-    return lambda: (_status_kib("VmHWM") - base) / 1024
-
-
 def _free_bytes(device: str) -> int:
     if device == "cuda":
         import torch
 
         return int(torch.cuda.mem_get_info()[0])
-    return _status_kib("MemAvailable", "/proc/meminfo") * 1024
+    return status_kib("MemAvailable", "/proc/meminfo") * 1024
 
 
 def _ours(n: int, dim: int, seed: int, epsilon: float, tolerance: float, device: str) -> dict[str, Any]:
@@ -99,7 +79,7 @@ def _ours(n: int, dim: int, seed: int, epsilon: float, tolerance: float, device:
                           device=device, standardise=False)  # POT solves the same raw clouds
 
     solve(WARM_UP_POINTS)
-    peak = _peak_meter(device)
+    peak = peak_meter(device)
     started = time.perf_counter()
     result = solve(n)  # returns host numbers: the device has finished
     seconds = time.perf_counter() - started
@@ -116,48 +96,84 @@ def _ours(n: int, dim: int, seed: int, epsilon: float, tolerance: float, device:
     }
 
 
-def _pot(n: int, dim: int, seed: int, epsilon: float, tolerance: float, method: str, dtype: str, threshold: float,
-         device: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PotRun:
+    """One POT solve: its plan (a torch tensor), log, label joint and the L1 error of both marginals (summed)."""
+
+    plan: Any
+    log: dict[str, Any]
+    joint: np.ndarray
+    error: float
+
+    @property
+    def iterations(self) -> int:
+        return int(self.log.get("niter", len(self.log.get("err", []))))
+
+    @property
+    def finite(self) -> bool:
+        """Whether the plan is a plan: POT's plain Sinkhorn can underflow to a near-zero one without a word."""
+        return bool(self.plan.isfinite().all() and float(self.plan.sum()) > 0.5)
+
+
+def pot_sinkhorn(source: Any, target: Any, source_labels: Any, target_labels: Any, classes: tuple[int, int],
+                 epsilon: float, method: str, stop: float) -> PotRun:
+    """POT's ``ot.sinkhorn`` (``method``, stopping at ``stop``) between uniform weights on ``source`` and ``target``:
+    numpy arrays go through POT's numpy backend, torch tensors through its torch backend on their device.
+
+    The label joint is onehot(source_labels)^T P onehot(target_labels), labels being class indices below
+    ``classes`` (source, target).
+    """
     import warnings
 
     os.environ.setdefault("POT_BACKEND_DISABLE_JAX", "1")  # JAX would take 75% of the card at import
     import ot
     import torch
 
+    cost = ot.dist(source, target)
+    if isinstance(source, torch.Tensor):
+        a, b = (torch.full((len(side),), 1.0 / len(side), dtype=side.dtype, device=side.device)
+                for side in (source, target))
+    else:
+        a, b = (np.full(len(side), 1.0 / len(side), dtype=side.dtype) for side in (source, target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan, log = ot.sinkhorn(a, b, cost, epsilon, method=method, numItermax=POT_MAX_ITERATIONS, stopThr=stop,
+                                log=True)
+    plan = torch.as_tensor(plan)
+    onehot_s, onehot_t = (torch.nn.functional.one_hot(torch.as_tensor(labels).long(), count).to(plan)
+                          for labels, count in zip((source_labels, target_labels), classes))
+    joint = (onehot_s.T @ (plan @ onehot_t)).double().cpu().numpy()
+    a, b = (torch.as_tensor(weights, device=plan.device) for weights in (a, b))
+    error = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
+    return PotRun(plan, log, joint, error)
+
+
+def _pot(n: int, dim: int, seed: int, epsilon: float, tolerance: float, method: str, dtype: str, threshold: float,
+         device: str) -> dict[str, Any]:
+    import torch
+
     from otce_ray.scoring.cost_scale import normalise
     from otce_ray.scoring.entropy import conditional_entropy
 
-    def solve(points: int, stop: float):
+    def solve(points: int, stop: float) -> PotRun:
         xs, ys, xt, yt = pixel_sets(points, dim, seed)
         source, target, _ = normalise(torch.from_numpy(xs), torch.from_numpy(xt))
         if device == "cuda":  # POT's torch backend, on the card
             source, target = (side.to(device=device, dtype=getattr(torch, dtype)) for side in (source, target))
         else:  # POT's numpy backend, as most of its users run it
             source, target = (side.numpy().astype(dtype) for side in (source, target))
-        cost = ot.dist(source, target)
-        a = torch.full((points,), 1.0 / points, dtype=getattr(torch, dtype), device=device)
-        weights = a if device == "cuda" else a.numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            plan, log = ot.sinkhorn(weights, weights, cost, epsilon, method=method, numItermax=POT_MAX_ITERATIONS,
-                                    stopThr=stop, log=True)
-        plan = torch.as_tensor(plan)
-        onehot_s, onehot_t = (torch.nn.functional.one_hot(torch.from_numpy(labels), CLASSES).to(plan)
-                              for labels in (ys, yt))
-        joint = (onehot_s.T @ (plan @ onehot_t)).double().cpu().numpy()
-        error = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - a).abs().sum())
-        return plan, log, joint, error
+        return pot_sinkhorn(source, target, ys, yt, (CLASSES, CLASSES), epsilon, method, stop)
 
     solve(WARM_UP_POINTS, threshold)
-    peak = _peak_meter(device)
+    peak = peak_meter(device)
     started = time.perf_counter()
-    plan, log, joint, error = solve(n, threshold)
+    run = solve(n, threshold)
     seconds = time.perf_counter() - started
-    finite = bool(torch.isfinite(plan).all() and float(plan.sum()) > 0.5)
+    joint, error, finite = run.joint, run.error, run.finite
     return {
         "method": f"POT {method} {dtype}" + (" cuda" if device == "cuda" else ""),
         "seconds": seconds,
-        "iterations": int(log.get("niter", len(log.get("err", [])))),
+        "iterations": run.iterations,
         "marginal_error": error if finite else math.nan,
         "conditional_entropy": conditional_entropy(joint) if finite else math.nan,
         "peak_mib": peak(),

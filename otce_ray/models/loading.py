@@ -33,15 +33,21 @@ class ModelOutput:
 
 
 class LoadedModel:
-    """A network in eval mode on its device, with the spec's input normalisation and output checks."""
+    """A network in eval mode on its device, with the spec's input normalisation and output checks.
+
+    ``bf16`` runs the forward under bf16 autocast on the model's device; ``channels_last`` hands the network its
+    inputs channels-last (``load_model`` stores its weights so): both as ``load_model`` decides them.
+    """
 
     def __init__(
         self, spec: ModelSpec, module: nn.Module, device: torch.device, feature_layer: nn.Module | None,
-        feature_layer_name: str | None = None,
+        feature_layer_name: str | None = None, *, bf16: bool = False, channels_last: bool = False,
     ) -> None:
         self.spec = spec
         self.feature_layer_name = feature_layer_name or spec.feature_layer
         self.device = device
+        self.bf16 = bf16
+        self.channels_last = channels_last
         self._module = module
         self.parameter_count = sum(parameter.numel() for parameter in module.parameters())  # the leaderboard's params
         self._captured: list[torch.Tensor] = []
@@ -51,13 +57,12 @@ class LoadedModel:
         self._lock = threading.Lock()  # one forward at a time: shards decoding side by side share one model
 
     def __call__(self, images: np.ndarray, *, synchronize: bool = False) -> ModelOutput:
-        """Run a batch of (B, H, W, 3) uint8 images (bf16 autocast on CUDA unless the spec turns it off).
+        """Run a batch of (B, H, W, 3) uint8 images (under bf16 autocast when ``bf16``).
 
         ``synchronize`` waits for the device to finish, so that a caller timing the forward pass times all of it.
         """
-        x = to_input(self.spec, images, self.device)
-        bf16 = self.device.type == "cuda" and self.spec.autocast
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        x = to_input(self.spec, images, self.device, channels_last=self.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with self._lock, torch.inference_mode(), autocast:
             self._captured.clear()
             try:
@@ -97,13 +102,28 @@ class LoadedModel:
 
 
 def load_model(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu", *,
-               allowed_entrypoints: Sequence[str] | None = None) -> LoadedModel:
-    """Load the network a spec describes, once, in eval mode on ``device`` (see ``build_module``)."""
+               allowed_entrypoints: Sequence[str] | None = None, bf16: bool | None = None,
+               channels_last: bool | None = None) -> LoadedModel:
+    """Load the network a spec describes, once, in eval mode on ``device`` (see ``build_module``).
+
+    How it runs there (None: as on a card when ``device`` is CUDA, plain float32 otherwise):
+
+    - ``bf16``: the forward under bf16 autocast (None: on CUDA, unless the spec's ``autocast`` is off). Tensor cores
+      run bf16 several times faster than float32, and features are sampled and stored in float16 anyway; on a CPU
+      bf16 is slower on most cores, so it is left off.
+    - ``channels_last``: 4-D weights and inputs in the channels-last layout (None: on CUDA), the one cuDNN's
+      tensor-core convolutions take without transposing every activation; layers without 4-D tensors ignore it.
+    """
     spec = ModelSpec.from_dict(spec)
     device = torch.device(device)
+    on_card = device.type == "cuda"
+    channels_last = on_card if channels_last is None else channels_last
     module = build_module(spec, device, allowed_entrypoints=allowed_entrypoints).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
     name = feature_layer_name(spec, module)
-    return LoadedModel(spec, module, device, _feature_layer(spec, module, name), name)
+    return LoadedModel(spec, module, device, _feature_layer(spec, module, name), name,
+                       bf16=on_card and spec.autocast if bf16 is None else bf16, channels_last=channels_last)
 
 
 def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device = "cpu", *,
@@ -122,17 +142,25 @@ def build_module(spec: ModelSpec | Mapping[str, Any], device: str | torch.device
     return module.to(device)
 
 
-def to_input(spec: ModelSpec, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, H, W, 3) uint8 images -> the (B, 3, H', W') float batch the network takes: ``mean``/``std``, ``size``."""
+def to_input(spec: ModelSpec, images: np.ndarray, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """(B, H, W, 3) uint8 images -> the (B, 3, H', W') float batch the network takes: ``mean``/``std``, ``size``.
+
+    For a CUDA device the uint8 batch is first copied into page-locked (pinned) host memory, from which the copy to
+    the card runs asynchronously: the host goes on queueing the normalisation and the forward pass instead of
+    waiting for the transfer. (torch's pinned-memory cache keeps the buffer until the copy is done.)
+    """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ModelError(spec.name, f"expected images of shape (B, H, W, 3), got {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    host = torch.from_numpy(np.ascontiguousarray(images))
+    if device.type == "cuda":
+        host = host.pin_memory()
+    x = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
     if spec.size is not None and tuple(x.shape[-2:]) != spec.size:
         x = F.interpolate(x, size=spec.size, mode="bilinear", align_corners=False, antialias=True)
-    return x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 _UNREADABLE = "cannot be read (corrupt, or not a PyTorch checkpoint)"
@@ -173,14 +201,7 @@ def _unpickle(spec: ModelSpec, data: io.BytesIO) -> Any:
     try:
         state = torch.load(data, map_location="cpu", weights_only=not spec.allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
-        detail = _unpickler_detail(error)
-        if detail.startswith("Unsupported global"):
-            raise ModelError(
-                spec.name,
-                f"checkpoint {spec.checkpoint} is not a weights-only file and was not unpickled ({detail}); "
-                "set allow_unsafe_pickle: true only for a file you trust",
-            ) from error
-        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {detail}") from error
+        raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {unpickling_problem(error)}") from error
     except Exception as error:
         raise ModelError(spec.name, f"checkpoint {spec.checkpoint} {_UNREADABLE}: {first_line(error)}") from error
     return state
@@ -241,7 +262,16 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _unpickler_detail(error: BaseException) -> str:
-    """The one informative line of torch's long weights-only refusal (e.g. 'Unsupported global: GLOBAL x.Y')."""
-    match = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-    return match.group(1).split(". ")[0].strip() if match else first_line(error)
+def unpickling_problem(error: BaseException) -> str:
+    """Why a weights-only load failed, in words for the user: refused because the file would run code (naming what
+    it would call, never suggesting the unsafe retry torch's own message suggests), or unreadable."""
+    text = str(error)
+    called = re.search(r"GLOBAL ([\w.]+)", text)
+    if called:
+        return (f"refused: this checkpoint would run code when unpickled (it calls {called.group(1)}); a weights-only "
+                "file holds tensors only. Load it with allow_unsafe_pickle: true only if you trust who made it")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"{_UNREADABLE}: {(detail.group(1) if detail else lines[0] if lines else type(error).__name__)[:200]}"
+
+

@@ -50,14 +50,15 @@ class Scan:
 
 
 def scan_zoo(root: str) -> Scan:
-    """Every model under ``root`` (a local folder or an s3:// prefix), in path order."""
+    """Every model under ``root`` (a local folder or an s3:// prefix), in path order; what it could not read or
+    would not follow is listed with the reason (``_local_files``)."""
     root = root.rstrip("/") if fs.is_s3(root) else os.path.abspath(root)
-    names = fs.list_files(root)
+    result = Scan(root)
+    names = fs.list_files(root) if fs.is_s3(root) else _local_files(root, result.unrecognised)
     folders = sorted({os.path.dirname(name) for name in names if os.path.basename(name) == CONFIG},
                      key=lambda folder: (folder.count("/"), folder))
     claimed: set[str] = set()  # files of the model folders
     model_folders: list[str] = []
-    result = Scan(root)
     taken: set[str] = set()
     for folder in folders:
         if any(_under(folder, outer) for outer in model_folders):  # a config.json inside a model folder is its file
@@ -77,6 +78,30 @@ def scan_zoo(root: str) -> Scan:
             continue
         _add(result, _file_model(uri), uri, _name(os.path.splitext(name)[0], taken))
     return result
+
+
+def _local_files(root: str, skipped: list[Unrecognised]) -> list[str]:
+    """The files below a local ``root``, relative to it, sorted. Links are not followed: a link loop would list the
+    same models forever, and a link that leads outside the root would scan what the user did not point at; each is
+    listed as skipped with the reason, and so is a folder that cannot be read."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no such directory: {root}")
+    names: list[str] = []
+
+    def unreadable(error: OSError) -> None:
+        skipped.append(Unrecognised(error.filename, f"folder not read: {type(error).__name__}: {error.strerror}"))
+
+    for folder, subfolders, files in os.walk(root, onerror=unreadable):
+        for name in sorted(subfolders + files):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                inside = target == root or target.startswith(root + os.sep)
+                why = "inside the root: it would list its files twice" if inside else f"outside the root ({target})"
+                skipped.append(Unrecognised(path, f"a link, not followed: it leads {why}"))
+            elif name in files:
+                names.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    return sorted(names)
 
 
 def _under(name: str, folder: str) -> bool:
@@ -168,7 +193,7 @@ def _state_shapes(path: str) -> dict[str, tuple[int, ...]] | str:
     """Key -> shape of the state dict in a checkpoint, loaded on the meta device (weights-only); or why not."""
     import torch
 
-    from otce_ray.models.loading import SAFETENSORS, state_dict_of
+    from otce_ray.models.loading import SAFETENSORS, state_dict_of, unpickling_problem
 
     if path.endswith(SAFETENSORS):
         from safetensors import safe_open
@@ -181,8 +206,7 @@ def _state_shapes(path: str) -> dict[str, tuple[int, ...]] | str:
     try:
         state = torch.load(path, map_location="meta", weights_only=True)
     except Exception as error:  # torch.load fails with many types: any failure means "not a weights-only state dict"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"not a weights-only PyTorch checkpoint ({first[:200]})"
+        return f"not a weights-only PyTorch checkpoint: {unpickling_problem(error)}"
     state = state_dict_of(state)
     if state is None:
         return "a PyTorch file that holds no state dict of tensors"

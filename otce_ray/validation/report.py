@@ -141,11 +141,16 @@ def write_report(tables: Path, out: Path | None = None, resamples: int = protoco
 
 
 def _provenance(meta: dict, cells: pd.DataFrame) -> str:
-    code = meta.get("code", {})
-    return (f"Seeds {sorted(int(seed) for seed in cells.seed.unique())} ({len(cells)} rows); code {code.get('commit')} "
-            f"({'clean tree' if code.get('clean') else 'NOT a clean tree'}); pre-registration commit "
-            f"{meta.get('preregistration')}; machine {meta.get('machine', {}).get('platform')} with "
-            f"{meta.get('machine', {}).get('cpus')} CPUs; ran {meta.get('started')} to {meta.get('finished')}.")
+    runs = []
+    while meta:
+        code = meta.get("code", {})
+        runs.append(f"seeds {meta.get('seeds')}: code {code.get('commit')} "
+                    f"({'clean tree' if code.get('clean') else 'NOT a clean tree'}), pre-registration commit "
+                    f"{meta.get('preregistration')}, machine {meta.get('machine', {}).get('platform')} with "
+                    f"{meta.get('machine', {}).get('cpus')} CPUs, ran {meta.get('started')} to {meta.get('finished')}")
+        meta = meta.get("earlier")
+    return (f"Seeds {sorted(int(seed) for seed in cells.seed.unique())} ({len(cells)} rows). "
+            + "; earlier, ".join(runs) + ".")
 
 
 def _ground_truth(reliability: pd.DataFrame) -> list[str]:

@@ -4,7 +4,8 @@
 (:mod:`otce_ray.validation.harness`: data, sources, leaderboards with baselines, ground-truth replicates), re-scores
 the pre-registered OTCE settings from the stores (:mod:`otce_ray.validation.grid`), then writes the per-cell tables
 (:mod:`otce_ray.validation.tables`) and the report. Everything is kept under the work folder and reused, so a
-killed run resumes where it stopped; step timings go to ``{work}/timings.jsonl``.
+killed run resumes where it stopped; step timings go to ``{work}/timings.jsonl``. Seeds the tables folder already
+holds are kept, not run again: committed tables resume on a new machine without the work folder.
 
 ``python -m otce_ray.validation report --tables DIR`` recomputes ``report.md`` from ``cells.csv`` and
 ``meta.json`` alone: what the committed tables say, anyone can check.
@@ -25,7 +26,7 @@ from otce_ray.validation.grid import SCORES, rescore
 from otce_ray.validation.harness import pairs, run_seed, seed_dir
 from otce_ray.validation.plan import SETTINGS, Plan
 from otce_ray.validation.report import write_report
-from otce_ray.validation.tables import code_version, machine, write_tables
+from otce_ray.validation.tables import code_version, machine, tabled_seeds, write_tables
 
 PREREGISTRATION = "docs/validation/preregistration.md"
 
@@ -43,13 +44,18 @@ def preregistration_commit() -> str | None:
 
 def run_study(work: Path, seeds: Sequence[int], tables: Path, workers: int = 2,
               log: Callable[[str], Any] = print) -> Path:
-    """Run (or resume) every seed into ``work``, then write the tables and the report into ``tables``."""
+    """Run (or resume) every seed ``tables`` lacks into ``work``, then write the tables and the report there."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     plan = Plan(workers=workers)
     meta = {"code": code_version(), "preregistration": preregistration_commit(), "machine": machine(),
-            "seeds": list(seeds), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     log(f"code {meta['code']}; pre-registration {meta['preregistration']}")
+    kept = [seed for seed in seeds if seed in tabled_seeds(tables)]
+    if kept:
+        log(f"seeds {kept}: already in {tables}, kept as they are")
+    seeds = [seed for seed in seeds if seed not in kept]
+    meta["seeds"] = seeds
 
     def step(name: str, action: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -64,8 +70,9 @@ def run_study(work: Path, seeds: Sequence[int], tables: Path, workers: int = 2,
         step(f"seed {seed}: data, sources, stores, ground truth", lambda: run_seed(plan, seed, work, log))
         step(f"seed {seed}: OTCE settings",
              lambda: rescore(pairs(plan, seed, work), SETTINGS, seed_dir(work, seed) / SCORES, workers, log))
-    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    write_tables(plan, list(seeds), work, Path(tables), meta)
+    if seeds:
+        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        write_tables(plan, list(seeds), work, Path(tables), meta)
     return step("report", lambda: write_report(Path(tables)))
 
 

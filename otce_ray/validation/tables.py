@@ -95,10 +95,24 @@ def _feature_norm(store: Path, dataset: str, model: str) -> float:
     return float(np.linalg.norm(pixels.features, axis=1).mean())
 
 
+def tabled_seeds(out: Path) -> list[int]:
+    """The benchmark seeds a tables folder already holds (none when it holds no table)."""
+    path = Path(out) / CELLS
+    return sorted(int(seed) for seed in pd.read_csv(path, usecols=["seed"]).seed.unique()) if path.exists() else []
+
+
 def write_tables(plan: Plan, seeds: list[int], work: Path, out: Path, meta: dict[str, Any]) -> Path:
-    """Write ``cells.csv`` (every seed's rows) and ``meta.json`` into ``out``; returns the cells' path."""
+    """Write ``cells.csv`` and ``meta.json`` into ``out``: the rows of ``seeds`` from ``work``, beside the rows of any
+    other seed ``out`` already holds (kept as they are, their run's meta under ``earlier``); returns the cells' path.
+    Committed tables thus resume on a new machine: only the seeds they lack run."""
     out.mkdir(parents=True, exist_ok=True)
-    cells = pd.concat([seed_cells(plan, seed, work) for seed in seeds], ignore_index=True)
+    frames = [seed_cells(plan, seed, work) for seed in seeds]
+    if tabled_seeds(out):
+        kept = read_cells(out)
+        frames.insert(0, kept[~kept.seed.isin(seeds)])
+        if len(frames[0]):
+            meta = {**meta, "earlier": json.loads((out / META).read_text())}
+    cells = pd.concat(frames, ignore_index=True)
     ordered = [*[c for c in cells.columns if not c.startswith(("otce:", "seconds:"))],
                *[score_column(name) for name in SETTINGS if score_column(name) in cells],
                *[seconds_column(name) for name in SETTINGS if seconds_column(name) in cells]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -35,8 +36,30 @@ class BuildContext:
 
 
 def _checkpoint_file(spec: ModelSpec) -> list[tuple[str, str]]:
-    """The spec's checkpoint, if it names one: all a network that is plain code is read from."""
-    return [(spec.checkpoint, "checkpoint")] if spec.checkpoint else []
+    """The spec's checkpoint, if it names one, and every file its ``kwargs`` name: what a network that is plain code
+    is read from."""
+    return ([(spec.checkpoint, "checkpoint")] if spec.checkpoint else []) + kwargs_files(spec)
+
+
+def kwargs_files(spec: ModelSpec) -> list[tuple[str, str]]:
+    """Files a model's ``kwargs`` name, at any depth: every string that is an ``s3://`` URI or an existing local file.
+    An entrypoint that loads weights from such a path is rescored when they change; a relative path is taken from the
+    driver's working folder. Folders are not followed (a kwarg may name a large data folder): name the files, or the
+    weights as the spec's ``checkpoint``."""
+    found: list[tuple[str, str]] = []
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                visit(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{where}[{index}]")
+        elif isinstance(value, str) and (fs.is_s3(value) or os.path.isfile(value)):
+            found.append((value, f"file named by {where}"))
+
+    visit(dict(spec.kwargs), "kwargs")
+    return found
 
 
 def _no_code(spec: ModelSpec) -> None:

@@ -4,8 +4,9 @@ The loop (``otce_ray.scoring.sinkhorn``) owns eps-scaling, the coarse correction
 owns the n x m kernel exp((f_i + g_j - C_ij) / eps) of the squared-Euclidean cost between its two point sets, which it
 never needs to hold whole. This is GeomLoss's ``softmin`` design (one function per backend: tensorized, online,
 multiscale) with two additions the loop needs in the same pass: the plan's column sums per group of rows, and the
-plan applied to a few matrices. The torch tile backend (``TorchTiles``) is the one implemented; a FlashSinkhorn or
-KeOps backend implements the same three methods and plugs in without touching the loop.
+plan applied to a few matrices. Two backends implement it: torch tiles (``torch_tiles.TorchTiles``, anywhere) and
+FlashSinkhorn's Triton kernels (``flash_sinkhorn.FlashKernels``, CUDA only); a KeOps backend would implement the same
+methods and plug in without touching the loop.
 
 Potentials cross the seam in float64 (the loop's Anderson extrapolation needs their low bits); a backend computes in
 its own dtype and says so in ``dtype``.

@@ -2,7 +2,9 @@
 
 A backend solves one entropic OT problem between two centred, scaled pixel sets and returns the label joint of its
 plan (a ``SinkhornSolution``), never the n x m plan itself. ``torch_tiles`` is the engine's own loop
-(``otce_ray.scoring.sinkhorn``) over streamed torch tiles: it runs wherever torch does. A backend that needs more
+(``otce_ray.scoring.sinkhorn``) over streamed torch tiles: it runs wherever torch does. ``flash_sinkhorn`` is the same
+loop over FlashSinkhorn's fused Triton kernels (``otce_ray.scoring.backends.flash_sinkhorn``): CUDA only, with the
+optional ``flash-sinkhorn`` package; ``auto`` prefers it there. A backend that needs more
 (a card, a library) says why it cannot run on a device instead of being replaced silently: an explicit choice that
 cannot run is an error, and ``auto`` takes the first backend of ``BACKENDS`` (their order of preference) that can.
 A new backend is one module and one line in ``BACKENDS``.
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from otce_ray.scoring.backends import flash_sinkhorn
 from otce_ray.scoring.backends.torch_tiles import TorchTiles
 from otce_ray.scoring.sinkhorn import SinkhornSolution, solve_sinkhorn
 
@@ -39,6 +42,7 @@ def _runs_anywhere(device: torch.device) -> str | None:
 
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    Backend("flash_sinkhorn", flash_sinkhorn.solve, flash_sinkhorn.unavailable),
     Backend("torch_tiles", functools.partial(solve_sinkhorn, backend=TorchTiles), _runs_anywhere),
 )}
 

@@ -47,8 +47,9 @@ def _tile_rows(columns: int, itemsize: int, tile_bytes: int) -> int:
     return max(1, tile_bytes // max(1, columns * itemsize))
 
 
-class _Side:
-    """One point set as the products see it: points, squared norms and weights (float64)."""
+class Points:
+    """One point set as a backend's kernels see it: points, squared norms and weights (float64); the flash-sinkhorn
+    backend uses it too."""
 
     def __init__(self, points: torch.Tensor, weights: torch.Tensor | None) -> None:
         self.points = points
@@ -59,7 +60,37 @@ class _Side:
         self.log_weights = self.weights.log()
 
 
-def _operands(rows: _Side, potential: torch.Tensor, columns: _Side, column_potential: torch.Tensor,
+class PointPair:
+    """x (n rows, weights a) and y (m rows, weights b) with x's row groups, as a backend holds them: the protocol's
+    ``dtype``, ``device`` and weights. ``row_groups`` lists the sizes of consecutive groups of rows (None: one)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, row_weights: torch.Tensor | None = None,
+                 column_weights: torch.Tensor | None = None, row_groups: Sequence[int] | None = None) -> None:
+        self.group_sizes = [len(x)] if row_groups is None else [int(size) for size in row_groups]
+        if sum(self.group_sizes) != len(x) or min(self.group_sizes) < 1:
+            raise ValueError(f"row_groups: sizes {self.group_sizes} do not split {len(x)} rows")
+        self.rows, self.columns = Points(x, row_weights), Points(y, column_weights)
+        self.row_group = torch.repeat_interleave(torch.arange(len(self.group_sizes), device=x.device),
+                                                 torch.tensor(self.group_sizes, device=x.device))  # each row's group
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rows.points.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.rows.points.device
+
+    @property
+    def row_weights(self) -> torch.Tensor:
+        return self.rows.weights
+
+    @property
+    def column_weights(self) -> torch.Tensor:
+        return self.columns.weights
+
+
+def _operands(rows: Points, potential: torch.Tensor, columns: Points, column_potential: torch.Tensor,
               eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(left, right, s)`` with (left @ right)_ij = log2(e) ((h_j - C_ij) / eps + log w_j + |p_i|^2 / eps) - s_i.
 
@@ -101,7 +132,7 @@ def _softmin(block_sums: torch.Tensor, shift: torch.Tensor, sq: torch.Tensor, ep
     return sq - eps * (block_sums.double().log() + shift.double() / LOG2_E)
 
 
-class TorchTiles:
+class TorchTiles(PointPair):
     """Entropic-OT arithmetic between x (n, d) and y (m, d) in tiles of rows.
 
     ``row_weights`` and ``column_weights`` (float64, summing to 1) default to uniform. ``row_groups`` lists the sizes
@@ -113,37 +144,16 @@ class TorchTiles:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, row_weights: torch.Tensor | None = None,
                  column_weights: torch.Tensor | None = None, row_groups: Sequence[int] | None = None,
                  tile_bytes: int | None = None) -> None:
+        super().__init__(x, y, row_weights=row_weights, column_weights=column_weights, row_groups=row_groups)
         n, m = len(x), len(y)
         if tile_bytes is None:
             tile_bytes = CUDA_TILE_BYTES if x.is_cuda else TILE_BYTES
-        lengths = [n] if row_groups is None else [int(size) for size in row_groups]
-        if sum(lengths) != n or min(lengths) < 1:
-            raise ValueError(f"row_groups: sizes {lengths} do not split {n} rows")
-        self.rows, self.columns = _Side(x, row_weights), _Side(y, column_weights)
         self.row_tile = min(n, _tile_rows(m, x.element_size(), tile_bytes))
         self.column_tile = min(m, _tile_rows(n, x.element_size(), tile_bytes))
         # One buffer for every tile of every pass: a fresh block per tile costs page faults worth half the product.
         self.buffer = torch.empty(max(self.row_tile * m, self.column_tile * n), dtype=x.dtype, device=x.device)
-        self.groups = len(lengths)
-        self._segments = _tile_segments(lengths, self.row_tile)
-        self._row_labels = torch.repeat_interleave(torch.arange(self.groups, device=x.device),
-                                                   torch.tensor(lengths, device=x.device))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.rows.points.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.rows.points.device
-
-    @property
-    def row_weights(self) -> torch.Tensor:
-        return self.rows.weights
-
-    @property
-    def column_weights(self) -> torch.Tensor:
-        return self.columns.weights
+        self.groups = len(self.group_sizes)
+        self._segments = _tile_segments(self.group_sizes, self.row_tile)
 
     def _tiles(self, columns: int) -> torch.Tensor:
         return self.buffer[: len(self.buffer) // columns * columns].view(-1, columns)
@@ -170,7 +180,7 @@ class TorchTiles:
                 for group, low, high in segments:
                     sums_by_group[group].addmv_(block[low:high].T, weights[low:high])
         totals = torch.zeros(self.groups, dtype=torch.float64, device=self.device)
-        totals.index_add_(0, self._row_labels, plan_weights.double())
+        totals.index_add_(0, self.row_group, plan_weights.double())
         return RowPass(f=updated, column_sums=sums_by_group, lost=torch.finfo(self.dtype).tiny * totals)
 
     def column_softmin(self, f: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
