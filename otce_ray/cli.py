@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -28,6 +29,14 @@ def _bench_cluster(args: argparse.Namespace) -> int:
     return bench_cluster(models=args.models, nodes=args.nodes, images=args.images)
 
 
+def _bench_racing(args: argparse.Namespace) -> int:
+    from otce_ray.bench.racing import main as bench_racing
+
+    given = {"noise": args.noise, "stages": args.stages}
+    return bench_racing(seeds=args.seeds, images=args.images, size=args.size, top_k=args.top_k,
+                        n_pixels=args.n_pixels, work=args.work, **{k: v for k, v in given.items() if v is not None})
+
+
 def _synth(args: argparse.Namespace) -> int:
     import time
 
@@ -50,8 +59,13 @@ def _score(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, preset=args.preset)
     board = run(config, progress=not args.quiet, overwrite=args.overwrite)
-    print(leaderboard_markdown(board, decisions=summarise(board, config.decisions)))
-    print(f"leaderboard written to {config.output}")
+    boards = {target: board[board["target"] == target].drop(columns="target").reset_index(drop=True)
+              for target in board["target"].unique()} if config.targets else {None: board}
+    for target, one in boards.items():
+        print(leaderboard_markdown(one, title="OTCE leaderboard" + (f": {target}" if target else ""),
+                                   decisions=summarise(one, config.decisions)))
+    print(f"leaderboard{'s' if config.targets else ''} written to {config.output}"
+          + (" (one folder per target; matrix.csv, matrix.html)" if config.targets else ""))
     return 0 if (board["status"] == "ok").any() else 1
 
 
@@ -183,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_bench.add_argument("--nodes", type=int, default=2, help="worker nodes (one CPU each)")
     cluster_bench.add_argument("--images", type=int, default=4, help="images per dataset")
     cluster_bench.set_defaults(handler=_bench_cluster)
+    racing_bench = benches.add_parser("racing", help="a race against the full run on a zoo of 100+ models: top-k "
+                                                     "recall, extraction images and repeat work")
+    racing_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one race and full run each")
+    racing_bench.add_argument("--images", type=int, default=32, help="images per city")
+    racing_bench.add_argument("--size", type=_height_x_width, default=(64, 128), help="HEIGHTxWIDTH")
+    racing_bench.add_argument("--top-k", type=int, default=5)
+    racing_bench.add_argument("--noise", type=float, nargs="+", default=None,
+                              help="weight-noise levels of each trained model's copies (0: the original; default "
+                                   "7 levels, 112 models)")
+    racing_bench.add_argument("--n-pixels", type=int, default=1000, help="the full run's N (K is 10)")
+    racing_bench.add_argument("--stages", type=json.loads, default=None,
+                              help="the race's stages as JSON, e.g. '[{\"images\": 0.125, \"repeats\": 4}]' "
+                                   "(default: racing's defaults)")
+    racing_bench.add_argument("--work", default=None, help="keep the data, stores and outputs here (default: a "
+                                                           "temporary folder)")
+    racing_bench.set_defaults(handler=_bench_racing)
 
     score = commands.add_parser("score", help="extract what is missing, score every model, write the leaderboard")
     score.add_argument("--config", required=True, help="run config (YAML, local or s3://)")

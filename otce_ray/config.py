@@ -45,7 +45,9 @@ from otce_ray.schema import (
     settings_table,
 )
 from otce_ray.leaderboard.decisions import DecisionSettings
+from otce_ray.leaderboard.matrix import MATRIX_CSV, MATRIX_HTML
 from otce_ray.scoring.baselines import BaselineSettings
+from otce_ray.scoring.racing import RACING_RULES, RacingSettings
 from otce_ray.scoring.settings import PRESET_DOC, PRESETS, SOLVER_RULE, OTCESettings, with_preset
 
 
@@ -79,6 +81,8 @@ SECTIONS: dict[str, Fields] = {
     "cluster": fields_of(ClusterSettings),
     "decisions": fields_of(DecisionSettings),
 }
+# Off unless given (``racing: {}`` turns it on with the defaults), so it is built apart from the sections above.
+RACING = fields_of(RacingSettings, RACING_RULES)
 
 # A run's model entries must say what they were trained on; a model spec alone need not.
 MODELS = ListOf(MODEL.requiring("source"), "entries", min_length=1, unique="name")
@@ -90,17 +94,40 @@ def _one_model_list(models: Any, models_file: Any) -> str | None:
     return None
 
 
+def _one_target(target: Any, targets: Any) -> str | None:
+    if (target is None) == (targets is None):
+        return "give exactly one of target (one dataset) or targets (a list)"
+    return None
+
+
+MATRIX_FILES = (MATRIX_CSV, MATRIX_HTML)  # a run of several targets writes these beside the targets' folders
+
+
+def _target_folders(targets: Any) -> str | None:
+    taken = [spec["name"] for spec in targets or () if isinstance(spec, Mapping) and spec.get("name") in MATRIX_FILES]
+    return f"a target named {taken[0]!r} would be a folder beside the file of that name" if taken else None
+
+
 RUN = Fields({
     "store": Setting(Location(), doc="Parquet pixel stores, reused across runs"),
-    "output": Setting(Location(), doc="leaderboard.{csv,parquet,md,html}, run.json, results/"),
-    "target": Setting(DATASET, doc="the dataset the models are ranked for (see Dataset specs below)"),
+    "output": Setting(Location(), doc="leaderboard.{csv,parquet,md,html}, run.json, results/ (with `targets`: one "
+                                      "such folder per target, and matrix.csv, matrix.html)"),
+    "target": Setting(DATASET, None, "the dataset the models are ranked for (see Dataset specs below); give this or "
+                                     "`targets`", "-"),
+    "targets": Setting(ListOf(DATASET, "dataset specs", min_length=1, unique="name"), None,
+                       "several datasets to rank the same models for, in one run: each model's source side is "
+                       "extracted once for all of them; a leaderboard per target under `output/{name}/`, and the "
+                       "model x target matrix", "-"),
     "models": Setting(MODELS, None, "the source models (see Model specs below); give this or `models_file`", "-"),
     "models_file": Setting(Location(), None, "a YAML file holding the models list (relative to this file)", "-"),
     "allowed_entrypoints": Setting(ListOf(MODULE, "module prefixes"), None, "when set, a `python` model's "
                                    "entrypoint module must be one of these or inside one (`a.b` allows `a.b.c`); "
                                    "null: any", "any"),
     **{name: Setting(section, None) for name, section in SECTIONS.items()},
-}, rules=(Rule(("models", "models_file"), _one_model_list),))
+    "racing": Setting(RACING, None, "stop the models that cannot reach the top k early (see Racing below); null: "
+                                    "off, every model scored in full", "off"),
+}, rules=(Rule(("models", "models_file"), _one_model_list), Rule(("target", "targets"), _one_target),
+          Rule(("targets",), _target_folders)))
 
 
 def config_table() -> str:
@@ -119,7 +146,7 @@ class RunConfig:
 
     store: str
     output: str
-    target: dict
+    target: dict | None  # None when ``targets`` is given
     models: tuple[dict, ...]
     otce: OTCESettings = field(default_factory=OTCESettings)
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
@@ -129,15 +156,39 @@ class RunConfig:
     decisions: DecisionSettings = field(default_factory=DecisionSettings)
     allowed_entrypoints: tuple[str, ...] | None = None
     config_path: str | None = None
+    targets: tuple[dict, ...] = ()  # several targets (each its own leaderboard under output/{name}); else ``target``
+    racing: RacingSettings | None = None  # None: every model scored in full
 
     def __post_init__(self) -> None:
         if self.allowed_entrypoints is not None:
             object.__setattr__(self, "allowed_entrypoints", tuple(self.allowed_entrypoints))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if (self.target is None) == (not self.targets):
+            raise ValueError("a run config gives exactly one of target or targets")
+
+    def per_target(self) -> dict[str, "RunConfig"]:
+        """The run of each target, by name: a ``target:`` run is its own (its output as it is); each of ``targets:``
+        is this run with that target, writing to ``output/{name}`` (a leaderboard, results, run.json of its own)."""
+        if self.target is not None:
+            return {self.target["name"]: self}
+        return {spec["name"]: dataclasses.replace(self, target=spec, targets=(), output=fs.join(self.output,
+                                                                                                spec["name"]))
+                for spec in self.targets}
+
+    def one_target(self, command: str) -> dict:
+        """The target of a ``target:`` run; a ValueError saying so for a run of several (``command`` needs one)."""
+        if self.target is None:
+            raise ValueError(f"{command} works on one target, and this run config gives {len(self.targets)} "
+                             "(targets): use a config with that one as its target")
+        return self.target
 
     def to_dict(self) -> dict:
         """The resolved config as plain data (for run.json); parse_config accepts it back, less config_path."""
         data = dataclasses.asdict(self)
         data["models"] = list(data["models"])
+        data["targets"] = list(data["targets"]) or None
+        if self.racing is not None:
+            data["racing"]["stages"] = list(data["racing"]["stages"])
         if self.baselines.metrics is not None:
             data["baselines"]["metrics"] = list(self.baselines.metrics)
         if self.allowed_entrypoints is not None:
@@ -194,7 +245,9 @@ def parse_config(raw: Any, base_dir: str, config_path: str | None = None) -> Run
         problems.sort(key=lambda problem: order.get(problem.path[0], -1) if problem.path else -1)  # as in the file
         raise ConfigError(config_path or "(given as data)", [problem.render() for problem in problems])
     sections = {name: cls(**(checked.get(name) or {})) for name, cls in SETTINGS.items()}
-    return RunConfig(store=checked["store"], output=checked["output"], target=checked["target"], models=tuple(models),
+    racing = None if checked.get("racing") is None else RacingSettings(**checked["racing"])
+    return RunConfig(store=checked["store"], output=checked["output"], target=checked.get("target"),
+                     targets=tuple(checked.get("targets") or ()), models=tuple(models), racing=racing,
                      allowed_entrypoints=checked.get("allowed_entrypoints"), config_path=config_path, **sections)
 
 
@@ -335,7 +388,10 @@ def _model_entries(checked: Mapping, problems: list[Problem], resolve: Resolver
 def _source_specs(checked: Mapping, models: list[dict], root: str) -> list[tuple[Path, Any]]:
     sources = [((root, Index(index), "source"), entry.get("source")) for index, entry in enumerate(models)
                if isinstance(entry, Mapping)]
-    return [(("target",), checked.get("target"))] + sources
+    targets = checked.get("targets")
+    targets = [(("targets", Index(index)), spec) for index, spec in enumerate(targets)] \
+        if isinstance(targets, list) else [(("target",), checked.get("target"))]
+    return targets + sources
 
 
 def _dataset_name_clashes(checked: Mapping, models: list[dict], root: str, problems: list[Problem]) -> list[Problem]:

@@ -588,8 +588,10 @@ def _rows(fields: Fields, prefix: str = "") -> Iterable[tuple[str, Setting]]:
     for key, setting in fields.settings.items():
         if isinstance(setting.accepts, Fields):
             yield from _rows(setting.accepts, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", setting
+            continue
+        yield f"{prefix}{key}", setting
+        if isinstance(setting.accepts, ListOf) and isinstance(setting.accepts.item, Fields):  # each item's keys
+            yield from _rows(setting.accepts.item, f"{prefix}{key}[].")
 
 
 def settings_table(fields: Fields) -> str:

@@ -52,14 +52,16 @@ def _dataset(root: str, city: str) -> dict:
     return {"name": city, "format": "cityscapes", "root": root, "split": "train", "cities": [city]}
 
 
-def _write_config(path, benchmark, store, output, *, models: int = 3, delay: float = 0.0, **extraction) -> str:
+def _write_config(path, benchmark, store, output, *, models: int = 3, delay: float = 0.0, racing=None,
+                  **extraction) -> str:
     root, cities = benchmark
     specs = [{"name": f"conv{index}", "format": "python", "entrypoint": "test_extraction_nets:slow_conv",
               "kwargs": {"delay": delay, "channels": 8, "seed": index}, "source": _dataset(root, cities[index % 2])}
              for index in range(models)]
     raw = {"store": str(store), "output": str(output), "target": _dataset(root, cities[2]), "models": specs,
            "otce": {"n_pixels": 100, "repeats": 3}, "baselines": {"metrics": []},
-           "extraction": {"pixels_per_image": 50, "batch_size": 1, "num_shards": 4, **extraction}}
+           "extraction": {"pixels_per_image": 50, "batch_size": 1, "num_shards": 4, **extraction},
+           **({"racing": racing} if racing else {})}
     path.write_text(yaml.safe_dump(raw))
     return str(path)
 
@@ -159,6 +161,30 @@ def test_a_killed_driver_resumes_without_recomputing_what_it_recorded(cluster, b
     assert json.loads((tmp_path / "out" / "run.json").read_text())["timings"]["models_reused"] == len(recorded)
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert len(board) == 4 and (board["status"] == "ok").all()
+
+
+def test_a_driver_killed_mid_race_resumes_at_the_stage_it_reached(cluster, benchmark, tmp_path):
+    cluster.add_node(num_cpus=2, object_store_memory=STORE_MEMORY)
+    racing = {"top_k": 2, "stages": [{"images": 0.25, "pixels": 0.25, "repeats": 4},
+                                     {"images": 0.75, "pixels": 0.5, "repeats": 4}]}
+    config = _write_config(tmp_path / "run.yaml", benchmark, tmp_path / "store", tmp_path / "out", models=4,
+                           delay=0.5, racing=racing)
+    records = tmp_path / "out" / "racing"
+    with open(tmp_path / "first.log", "w") as log:
+        process = _start(cluster, config, log)
+        _wait_for(lambda: len(_files(records)) == 4, "every racer's stage-1 record", process)
+        os.killpg(process.pid, signal.SIGKILL)  # stage 1 is decided by its records: the race is past it
+        process.wait()
+    first = {path: json.loads(open(path).read())["stages"]["1"] for path in _files(records)}
+    with open(tmp_path / "second.log", "w") as log:
+        _finish(_start(cluster, config, log), tmp_path / "second.log")
+    race = json.loads((tmp_path / "out" / "run.json").read_text())["racing"]
+    one, two = race["stages"]
+    assert (one["racers"], one["scored"], one["from_records"]) == (4, 0, 4)  # stage 1 was not scored again
+    assert two["scored"] + two["from_records"] == two["racers"] == 4 - len(one["stopped"])
+    assert {path: json.loads(open(path).read())["stages"]["1"] for path in first} == first
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert len(board) == 4 and set(board["status"]) <= {"ok", "stopped"} and (board["status"] == "ok").sum() >= 2
 
 
 def test_forty_models_with_2048_d_features_fit_a_1_gb_object_store(cluster, tmp_path):

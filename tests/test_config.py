@@ -159,8 +159,9 @@ DELETE = object()
 
 CASES = {
     "unknown key with a suggestion": (_set("otce.n_pixel", 5), "otce.n_pixel: unknown key (did you mean 'n_pixels'?)"),
-    "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, models, "
-                              "models_file, allowed_entrypoints, otce, extraction, scoring, baselines, cluster, decisions)"),
+    "unknown top-level key": (_set("zoo", 1), "zoo: unknown key (expected one of store, output, target, targets, "
+                              "models, models_file, allowed_entrypoints, otce, extraction, scoring, baselines, "
+                              "cluster, decisions, racing)"),
     "missing required field": (_set("target.root", DELETE), "target.root: missing required field"),
     "missing per-format field": (_set("models.2.architecture", DELETE),
                                  "models[2].architecture: missing required field"),

@@ -30,7 +30,8 @@ def _finish(tmp_path, records: list[RepeatRecord]):
                            "otce": {"repeats": len(records), "n_pixels": 100}, "baselines": {"metrics": []}},
                           base_dir=str(tmp_path))
     jobs = ScoringJobs(config, Resources(0.0, 1.0, 0.0, "cpu"), cluster=None, on_result=lambda *_: None)
-    model = ScoredModel(config.models[0], "fp", stores={"alpha": ExtractionSummary("m", "alpha", "ok")})
+    model = ScoredModel(config.models[0], "fp", "t", config.output,
+                        stores={"alpha": ExtractionSummary("m", "alpha", "ok")})
     model.records = {r.repeat: r for r in records}
     jobs.finish(model)
     [(_, result)] = jobs._records

@@ -111,12 +111,13 @@ def _leaderboard(config: RunConfig) -> pd.DataFrame:
 
 def _split(config: RunConfig, settings: FineTuneSettings) -> TargetSplit:
     """The leakage-free split, or a ValueError saying why the target cannot give one."""
-    name = config.target.get("name")
-    if config.target.get("max_images") is None:
+    target = config.one_target("calibrate")
+    name = target.get("name")
+    if target.get("max_images") is None:
         raise ValueError(f"cannot calibrate on target {name!r}: it sets no max_images, so its scores saw every target "
                          "image and none is left to check them on; set target.max_images (e.g. 20) and score again")
     try:
-        return split_target(config.target, settings.train_images, settings.eval_images)
+        return split_target(target, settings.train_images, settings.eval_images)
     except ValueError as error:
         raise ValueError(f"cannot calibrate: {error}; label more target images, or score on fewer "
                          "(target.max_images)") from None

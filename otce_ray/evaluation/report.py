@@ -15,10 +15,9 @@ import re
 import pandas as pd
 from matplotlib.figure import Figure
 
-from otce_ray import fs
 from otce_ray.evaluation.evaluate import STATISTICS, evaluate, join_ground_truth
 from otce_ray.leaderboard.render import html_page
-from otce_ray.leaderboard.writers import csv_bytes
+from otce_ray.leaderboard.writers import csv_bytes, write_files
 
 LEGEND = (
     "Each row asks how well a metric computed before fine-tuning predicts the fine-tuned ground truth over the "
@@ -116,12 +115,7 @@ def write_report(out: str, evaluation: pd.DataFrame, merged: pd.DataFrame) -> li
     contents = {"evaluation.csv": csv_bytes(evaluation)}
     contents.update((scatter_name(metric), png) for metric, png in images.items())
     contents["evaluation.html"] = evaluation_html(evaluation, images).encode()
-    uris = []
-    for name, data in contents.items():
-        uri = fs.join(out, name)
-        fs.write_bytes_atomic(uri, data)
-        uris.append(uri)
-    return uris
+    return write_files(out, contents)
 
 
 def evaluate_to(out: str, leaderboard: pd.DataFrame, ground_truth: pd.DataFrame, *,

@@ -4,7 +4,8 @@ Shards are routed model by model: a worker first takes more shards of the model 
 per worker, and a free worker always has work while any shard is left (no chunk barrier). A shard whose worker dies
 is retried on another worker; a model that fails is recorded with its error and its remaining shards are dropped,
 the others go on. When a store's shards are all in, its manifest is written by a tiny task (no CPU asked) and the
-store's summary handed to ``on_store``.
+store's summary handed to ``on_store``; a plan of some shards only (``StorePlan.extract``, a racing stage) hands its
+summary over when those are in, and writes no manifest.
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ class ExtractionJobs:
     def add(self, plans: Iterable[StorePlan]) -> None:
         for job in map(StoreJob, plans):
             shards = self._queue.setdefault(job.model, deque())
-            shards.extend((job, shard) for shard in range(len(job.shards)))
-            job.queued += len(job.shards)
-            self._queued += len(job.shards)
+            shards.extend((job, shard) for shard in job.plan.todo)
+            job.queued += len(job.plan.todo)
+            self._queued += len(job.plan.todo)
 
     def idle(self) -> bool:
         return self._queued == 0 and not self._manifests
@@ -237,7 +238,7 @@ class ExtractionJobs:
         self._maybe_finish(job)
 
     def _maybe_finish(self, job: StoreJob) -> None:
-        complete = len(job.results) == len(job.shards)
+        complete = len(job.results) == len(job.plan.todo)
         if job.running or job.queued or not (complete or job.error) or job.finished < 0:
             return
         job.finished = job.finished or time.time()
@@ -259,7 +260,7 @@ class ExtractionJobs:
 
 
 def summarise(job: StoreJob) -> tuple[ExtractionSummary, dict[str, Any] | None]:
-    """A finished job's summary, and the manifest to write when all its shards succeeded."""
+    """A finished job's summary, and the manifest to write when all the store's shards succeeded."""
     request = job.request
     results = [job.results[shard] for shard in sorted(job.results)]
     timings: Counter = Counter()
@@ -286,7 +287,7 @@ def summarise(job: StoreJob) -> tuple[ExtractionSummary, dict[str, Any] | None]:
         started_at=job.started,
         finished_at=job.finished,
     )
-    if job.error:
+    if job.error or job.plan.extract is not None:  # failed, or partial (a racing stage): no manifest
         return summary, None
     first = results[0]
     parts = [{"file": part_name(r.shard), "shard": r.shard, "rows": r.rows, "images": r.images} for r in results]

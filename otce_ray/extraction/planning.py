@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
 
 from otce_ray.datasets import SegmentationDataset
 from otce_ray.extraction.shard import ExtractionRequest
@@ -53,14 +53,31 @@ class ExtractionSummary:
 
 @dataclass(frozen=True)
 class StorePlan:
-    """One (model, dataset) store to fill: what decides its content, and the files of each of its shards."""
+    """One (model, dataset) store to fill: what decides its content, and the files of each of its shards.
+
+    ``extract`` None fills every shard and marks the store complete (its manifest); a tuple of shard indices fills
+    only those (a racing stage's shards, ``only``) and writes no manifest: the store stays partial, under the same
+    key, and a later plan of the whole store finds those parts by their footers and extracts only the others.
+    """
 
     request: ExtractionRequest
     shards: tuple[SegmentationDataset, ...]
+    extract: tuple[int, ...] | None = None
 
     @property
     def model(self) -> str:
         return self.request.model.name
+
+    @property
+    def todo(self) -> tuple[int, ...]:
+        """The shards this plan extracts."""
+        return tuple(range(len(self.shards))) if self.extract is None else self.extract
+
+    def only(self, shards: Iterable[int]) -> "StorePlan":
+        """The plan of some of the store's shards; of the whole store (complete, manifest written) when that is every
+        shard."""
+        chosen = tuple(sorted(set(shards)))
+        return replace(self, extract=None if len(chosen) == len(self.shards) else chosen)
 
 
 def plan_store(

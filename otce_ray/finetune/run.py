@@ -38,7 +38,7 @@ def ground_truth(config: RunConfig, settings: FineTuneSettings, out: str | None 
     owns_ray = connect()
     try:
         records: dict[str, FineTuneRecord] = {}
-        split = split_target(config.target, settings.train_images, settings.eval_images)
+        split = split_target(config.one_target("finetune"), settings.train_images, settings.eval_images)
         finetune_each(config, config.models, split, settings, lambda record: records.__setitem__(record.model, record))
         rows = [dataclasses.asdict(records[spec["name"]]) for spec in config.models]
         table = pd.DataFrame(rows, columns=COLUMNS)

@@ -56,6 +56,13 @@ def _interval(row: Any) -> str:
     return f"[{row.otce_ci_low:.4f}, {row.otce_ci_high:.4f}]"
 
 
+def _status(row: Any) -> str:
+    """A stopped model's status says where the race stopped it (``race_stage``, ``race_bound``)."""
+    if row.status != "stopped" or missing(row.race_stage):
+        return str(row.status)
+    return f"stopped at stage {row.race_stage} (bound {row.race_bound:.4f})"
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "Int64", "rank"),
     Column("group", "Int64", "group"),
@@ -81,9 +88,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("max_marginal_error", "float64", "marginal error", ".1e"),
     Column("extract_seconds", "float64", "extract s", ".1f"),
     Column("score_seconds", "float64", "score s", ".1f"),
-    Column("status", "string", "status"),
+    Column("status", "string", "status", cell=_status),
     Column("error", "string", "error"),
     Column("warnings", "string"),
+    # a model a race stopped: the stage, and its upper bound on the full-budget score (shown in its status cell)
+    Column("race_stage", "Int64"),
+    Column("race_bound", "float64"),
 )
 FIXED = tuple(column.name for column in COLUMNS)
 METRICS_AFTER = "otce_sem"  # the baseline metrics' columns follow OTCE's own

@@ -21,6 +21,7 @@ tr.band-0 td { background: #eef3fb; }
 tr.band-1 td { background: #ffffff; }
 tr.group-start td { border-top: 3px solid #1f4e9c; }
 tr.failed td { background: #fbeeee; color: #7a1f1f; }
+tr.stopped td { background: #f4f5f7; color: #5b6270; }
 button.model { font: inherit; color: #1f4e9c; background: none; border: 0; padding: 0; cursor: pointer;
                text-decoration: underline; text-align: left; }
 .controls { display: flex; flex-wrap: wrap; gap: 1em; align-items: center; margin: 0.5em 0 1em; }

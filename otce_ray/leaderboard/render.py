@@ -74,7 +74,7 @@ _FILTERS = ("architecture", "source", "status")
 
 def _row_class(row: Any, previous_group: Any) -> str:
     if row.status != "ok":
-        return "failed"
+        return str(row.status)  # "failed" or "stopped"
     if missing(row.group):
         return "no-group"
     group = int(row.group)

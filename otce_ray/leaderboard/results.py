@@ -20,10 +20,12 @@ from otce_ray.schema import name_problem, require_name
 from otce_ray.scoring.repeat import RepeatRecord
 from otce_ray.scoring.settings import OTCESettings
 
-STATUSES = ("ok", "failed")
+STATUSES = ("ok", "stopped", "failed")  # stopped: a race stopped it before the final stage (``racing``)
+SCORED = ("ok", "stopped")  # statuses with repeat scores
 RESULTS_DIR = "results"
 # The record's layout. A record of another version (or of none: written before versions) is never half-read: the
-# plan rescores its model, as it does a damaged record.
+# plan rescores its model, as it does a damaged record. (``racing``, added since, defaults to empty: a version-3
+# record written before it reads as it did.)
 RESULT_VERSION = 3  # 3: params
 WARNING_CHARS = 300  # a recorded warning is cut to this length, to stay readable in a leaderboard cell
 
@@ -61,6 +63,10 @@ class ModelResult:
     # parameters of the network as extraction loaded it (``LoadedModel.parameter_count``, kept in its stores'
     # manifests); None when no store recorded it (stores written before it was)
     params: int | None = None
+    # a model a race stopped (status "stopped"): the stage it stopped at, of how many, its upper bound on the
+    # full-budget score and the k-th best lower bound it fell below (``otce_ray.scoring.stopping``); its scores are
+    # that stage's
+    racing: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     version: int = RESULT_VERSION
 
     def __post_init__(self) -> None:
@@ -79,9 +85,9 @@ class ModelResult:
             raise ValueError(f"result for model {self.model!r}: status {self.status!r} is not one of {STATUSES}")
         if self.status == "failed" and not self.error:
             raise ValueError(f"result for model {self.model!r}: a failed result needs its error")
-        if self.status == "ok" and (len(self.scores) < 2 or not all(math.isfinite(s) for s in self.scores)):
+        if self.status in SCORED and (len(self.scores) < 2 or not all(math.isfinite(s) for s in self.scores)):
             raise ValueError(
-                f"result for model {self.model!r}: an ok result needs at least 2 finite repeat scores, "
+                f"result for model {self.model!r}: an {self.status} result needs at least 2 finite repeat scores, "
                 f"got {list(self.scores)}"
             )
 

@@ -1,4 +1,4 @@
-"""The leaderboard as a DataFrame: one row per model, best first, failed models at the bottom.
+"""The leaderboard as a DataFrame: one row per model, best first, stopped (racing) and failed models at the bottom.
 
 Score: OTCE = -H(Yt|Ys), higher is better. Statistically indistinguishable models share a ``group``: walking down
 the ranking, a model joins the current group when its 95% interval overlaps the interval of the group's first
@@ -19,7 +19,7 @@ import pandas as pd
 from otce_ray.leaderboard.columns import board_columns
 from otce_ray.leaderboard.consensus import consensus
 from otce_ray.leaderboard.decisions import DecisionSettings, top_probabilities
-from otce_ray.leaderboard.results import ModelResult
+from otce_ray.leaderboard.results import SCORED, ModelResult
 from otce_ray.scoring.summary import summarize_repeats
 
 WARNING_SEPARATOR = "; "  # a model's warnings in one cell of the ``warnings`` column
@@ -35,7 +35,9 @@ def _row(result: ModelResult) -> dict:
         "warnings": WARNING_SEPARATOR.join(result.warnings) or None,
     }
     row.update(result.metrics)
-    if result.status == "ok":
+    if result.racing:
+        row.update(race_stage=result.racing["stage"], race_bound=result.racing["bound"])
+    if result.status in SCORED:
         summary = summarize_repeats(result.scores)
         row.update(otce=summary.mean, otce_std=summary.std, otce_sem=summary.sem, otce_ci_low=summary.ci_low,
                    otce_ci_high=summary.ci_high, repeats=summary.repeats)
@@ -62,7 +64,8 @@ def indistinguishable_groups(ci_low: list[float], ci_high: list[float]) -> list[
 
 def build_leaderboard(results: Iterable[ModelResult], priors: Mapping[str, float | None] | None = None,
                       decisions: DecisionSettings | None = None) -> pd.DataFrame:
-    """Rank scored models best first (ties by name), add indistinguishable groups, failed models last by name.
+    """Rank scored models best first (ties by name), add indistinguishable groups; then the models a race stopped,
+    by their stage score (never ranked: a stage score is no full-budget score), and failed models last by name.
 
     Baseline metrics recorded with the results become float columns after OTCE's own; each model's warnings (why a
     baseline is NaN, an unconverged repeat, ...) are one ``warnings`` cell, joined by ``WARNING_SEPARATOR``. Scored
@@ -77,14 +80,15 @@ def build_leaderboard(results: Iterable[ModelResult], priors: Mapping[str, float
     if len(set(names)) != len(names):
         raise ValueError(f"one result per model, got duplicates of {sorted({n for n in names if names.count(n) > 1})}")
     scored = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-r["otce"], r["model"]))
-    failed = sorted((r for r in rows if r["status"] != "ok"), key=lambda r: r["model"])
+    stopped = sorted((r for r in rows if r["status"] == "stopped"), key=lambda r: (-r["otce"], r["model"]))
+    failed = sorted((r for r in rows if r["status"] == "failed"), key=lambda r: r["model"])
     groups = indistinguishable_groups([r["otce_ci_low"] for r in scored], [r["otce_ci_high"] for r in scored])
     chances = top_probabilities({r.model: r.scores for r in results_list if r.status == "ok"}, decisions.top_k,
                                 resamples=decisions.resamples, seed=decisions.seed)
     for rank, (row, group) in enumerate(zip(scored, groups), start=1):
         row.update(rank=rank, group=group, **chances.loc[row["model"]].to_dict())
     columns = board_columns(dict.fromkeys(name for result in results_list for name in result.metrics))
-    frame = pd.DataFrame(scored + failed, columns=[column.name for column in columns])
+    frame = pd.DataFrame(scored + stopped + failed, columns=[column.name for column in columns])
     frame = frame.astype({column.name: column.dtype for column in columns})
     frame["consensus"] = consensus(frame.iloc[:len(scored)]).reindex(frame.index)
     return frame

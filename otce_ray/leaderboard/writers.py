@@ -58,10 +58,15 @@ def write_leaderboard(output: str, board: pd.DataFrame, results: Sequence[ModelR
         "leaderboard.html": leaderboard_html(board, results, class_names, decisions=decisions,
                                              calibration=calibrated).encode(),
     }
+    return write_files(output, {name: contents[name] for name in LEADERBOARD_FILES})
+
+
+def write_files(folder: str, contents: Mapping[str, bytes]) -> list[str]:
+    """Write each ``name -> bytes`` of ``contents`` under ``folder``, atomically, in order; returns the URIs."""
     uris = []
-    for name in LEADERBOARD_FILES:
-        uri = fs.join(output, name)
-        fs.write_bytes_atomic(uri, contents[name])
+    for name, data in contents.items():
+        uri = fs.join(folder, name)
+        fs.write_bytes_atomic(uri, data)
         uris.append(uri)
     return uris
 

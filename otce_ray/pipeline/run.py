@@ -9,14 +9,19 @@ later models are still being extracted. Every model's result is recorded as soon
 recorded. A model that fails at any step becomes a failed row. What a user should know about a result (why a
 baseline is NaN, an unconverged repeat, skipped files) is recorded with it; where the time went (per model: loading,
 decoding, forward, writing) and what the cluster did are in ``run.json``.
+
+With ``racing:`` the stages before the final one run first (``otce_ray.pipeline.racing``), on the same worker pool,
+and the loop above then runs the final stage for the models still racing. With ``targets:`` every (model, target)
+pair is planned, reused and scored on its own, a store shared by several pairs (a model's source) is extracted once,
+and each target's run writes its files under ``output/{target}/``, beside the model x target matrix.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 import ray
@@ -29,9 +34,11 @@ from otce_ray.leaderboard import (
     ModelResult, build_leaderboard, per_class_table, write_leaderboard, write_per_class, write_run_json,
 )
 from otce_ray.leaderboard.decisions import DecisionSummary, summarise
-from otce_ray.pipeline.plan import RunPlan, make_plan
+from otce_ray.leaderboard.matrix import write_matrix
+from otce_ray.pipeline.plan import RunPlan, make_plan, store_of, unique_stores
 from otce_ray.pipeline.preflight import check_writable, claim_output
 from otce_ray.pipeline.progress import Progress
+from otce_ray.pipeline.racing import race
 from otce_ray.pipeline.scoring import ScoredModel, ScoringJobs
 
 
@@ -50,22 +57,38 @@ def run(config: RunConfig, *, progress: bool = True, overwrite: bool = False) ->
     results of a run with other settings and ``overwrite`` is off (``otce_ray.pipeline.preflight``).
     """
     started = time.perf_counter()
-    claim_output(config, overwrite)
+    views = config.per_target()
+    for view in views.values():
+        claim_output(view, overwrite)
     owns_ray = connect()
     try:
         cluster = Cluster()
         plan = make_plan(config, cluster.view)
-        bar = Progress(total=len(config.models), done=len(plan.by_action("reuse")), enabled=progress)
-        recorded = {model.name: model.result for model in plan.by_action("reuse")}
-        details = _execute(plan, cluster, bar, recorded)
+        bar = Progress(total=len(plan.models), done=len(plan.by_action("reuse")), enabled=progress)
+        recorded = {(model.target, model.name): model.result for model in plan.by_action("reuse")}
+        pool = WorkerPool(_worker_settings(plan), cluster)
+        try:
+            final, racing = race(plan, cluster, pool, bar, recorded) if config.racing else (plan, {})
+            details = _execute(final, cluster, pool, bar, recorded)
+        finally:
+            pool.shutdown()
         bar.close()
-        results = [recorded[spec["name"]] for spec in config.models]
-        board, decisions = publish(config, results)
-        timings = {"total_seconds": time.perf_counter() - started, "models_run": len(plan.by_action("run")),
-                   "models_reused": len(plan.by_action("reuse"))}
-        write_run_json(config.output, config.to_dict(), timings, {r.model: r.warnings for r in results},
-                       plan=plan.summary(), decisions=decisions.to_dict(), **details)
-        return board
+        boards = {}
+        for name, view in views.items():
+            results = [recorded[(name, spec["name"])] for spec in config.models]
+            boards[name], decisions = publish(view, results)
+            pairs = [model for model in plan.models if model.target == name]
+            timings = {"total_seconds": time.perf_counter() - started,
+                       "models_run": sum(model.action == "run" for model in pairs),
+                       "models_reused": sum(model.action == "reuse" for model in pairs)}
+            sections = {"racing": racing[name]} if racing else {}
+            write_run_json(view.output, view.to_dict(), timings, {r.model: r.warnings for r in results},
+                           plan=plan.summary(), decisions=decisions.to_dict(), **details, **sections)
+        if not config.targets:
+            return boards[config.target["name"]]
+        write_matrix(config.output, boards)
+        return pd.concat([board.assign(target=name)[["target", *board.columns]] for name, board in boards.items()],
+                         ignore_index=True)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -92,7 +115,8 @@ def rank(config: RunConfig | Mapping[str, Any] | str | os.PathLike, *, overwrite
     -------
     pandas.DataFrame
         One row per model, best first (the columns of ``otce_ray.leaderboard.columns``): ``otce`` with its 95%
-        interval, ``p_best``, ``p_top_k``, the baseline metrics, ``consensus``, ``params``, ``prior``, ...
+        interval, ``p_best``, ``p_top_k``, the baseline metrics, ``consensus``, ``params``, ``prior``, ... With
+        ``targets:``, every target's leaderboard one after the other, a ``target`` column first.
 
     Examples
     --------
@@ -114,55 +138,58 @@ def publish(config: RunConfig, results: Sequence[ModelResult]) -> tuple[pd.DataF
     return board, decisions
 
 
-def _execute(plan: RunPlan, cluster: Cluster, bar: Progress, results: dict[str, ModelResult]) -> dict[str, Any]:
-    """Extract and score every model the plan runs, adding its result to ``results``; returns what run.json records
-    about the run."""
+def _execute(plan: RunPlan, cluster: Cluster, pool: WorkerPool, bar: Progress,
+             results: dict[tuple[str, str], ModelResult]) -> dict[str, Any]:
+    """Extract and score every (model, target) pair the plan runs, adding its result to ``results`` (by target and
+    model); returns what run.json records about the run. A store is extracted once for all the pairs that read it."""
     config = plan.config
-    models: dict[str, ScoredModel] = {}
-    extracted: dict[str, dict[str, Any]] = {}
+    outputs = {name: view.output for name, view in plan.views.items()}
+    readers: dict[tuple[str, str], list[ScoredModel]] = defaultdict(list)  # (model, dataset) -> the pairs reading it
+    summaries: dict[tuple[str, str], ExtractionSummary] = {}
+    waiting: dict[ScoredModel, int] = {}
 
     def on_result(model: ScoredModel, result: ModelResult) -> None:
-        results[model.name] = result
+        results[(model.target, model.name)] = result
         bar.scored(failed=result.status == "failed")
 
     scoring = ScoringJobs(config, plan.resources, cluster, on_result)
-    waiting: dict[str, int] = {}
 
     def on_store(summary: ExtractionSummary) -> None:
-        model = models[summary.model]
-        model.stores[summary.dataset] = summary
-        waiting[model.name] -= 1
-        if waiting[model.name] == 0:
-            extracted[model.name] = _extraction_record(model)
-            errors = [s.error for s in model.stores.values() if s.status == "failed"]
-            model.error = "; ".join(errors) or None
-            bar.extracted()
-            scoring.ready(model)
+        summaries[(summary.model, summary.dataset)] = summary
+        for model in readers[(summary.model, summary.dataset)]:
+            model.stores[summary.dataset] = summary
+            waiting[model] -= 1
+            if waiting[model] == 0:
+                errors = [s.error for s in model.stores.values() if s.status == "failed"]
+                model.error = "; ".join(errors) or None
+                bar.extracted()
+                scoring.ready(model)
 
-    pool = WorkerPool(_worker_settings(plan), cluster)
     extraction = ExtractionJobs(pool, batch_size=config.extraction.batch_size, on_store=on_store,
                                 resource_wait_seconds=config.cluster.resource_wait_seconds)
     for model_plan in plan.models:
+        output = outputs[model_plan.target]
         if model_plan.action == "fail":
-            scoring.finish(ScoredModel(model_plan.spec, "", error=model_plan.error))
+            scoring.finish(ScoredModel(model_plan.spec, "", model_plan.target, output, error=model_plan.error))
         elif model_plan.action == "run":
-            models[model_plan.name] = ScoredModel(model_plan.spec, model_plan.fingerprint)
-            waiting[model_plan.name] = len(model_plan.stores)
+            model = ScoredModel(model_plan.spec, model_plan.fingerprint, model_plan.target, output)
+            waiting[model] = len(model_plan.stores)
+            for store in model_plan.stores:
+                readers[store_of(store)].append(model)
             scoring.expect(1)
-            extraction.add(store for store in model_plan.stores if isinstance(store, StorePlan))
-    for model_plan in plan.by_action("run"):  # stores already complete (or failed to plan) are reported now
-        for store in model_plan.stores:
-            if isinstance(store, ExtractionSummary):
-                on_store(store)
-    try:
-        stats = drive([extraction, scoring], stuck_seconds=config.cluster.stuck_task_seconds)
-    finally:
-        pool.shutdown()
+    stores = unique_stores(plan.by_action("run"))
+    extraction.add(store for store in stores if isinstance(store, StorePlan))
+    for store in stores:  # stores already complete (or failed to plan) are reported now
+        if isinstance(store, ExtractionSummary):
+            on_store(store)
+    stats = drive([extraction, scoring], stuck_seconds=config.cluster.stuck_task_seconds)
+    by_model: dict[str, list[ExtractionSummary]] = defaultdict(list)
     skipped: dict[str, set[str]] = {}
-    for model in models.values():
-        for summary in model.stores.values():
-            skipped.setdefault(summary.dataset, set()).update(summary.skipped_files)
-    return {"extraction": extracted, "dispatch": _dispatch_record(stats, pool, scoring),
+    for summary in summaries.values():
+        by_model[summary.model].append(summary)
+        skipped.setdefault(summary.dataset, set()).update(summary.skipped_files)
+    return {"extraction": {model: _extraction_record(found) for model, found in by_model.items()},
+            "dispatch": _dispatch_record(stats, pool, scoring),
             "skipped_files": {dataset: sorted(files) for dataset, files in sorted(skipped.items()) if files}}
 
 
@@ -183,20 +210,20 @@ def extract(config: RunConfig) -> list[ExtractionSummary]:
                                     resource_wait_seconds=config.cluster.resource_wait_seconds,
                                     on_store=lambda summary: done.__setitem__((summary.model, summary.dataset),
                                                                               summary))
-        for model_plan in plan.models:
-            extraction.add(store for store in model_plan.stores if isinstance(store, StorePlan))
+        extraction.add(store for store in unique_stores(plan.models) if isinstance(store, StorePlan))
         try:
             drive([extraction], stuck_seconds=config.cluster.stuck_task_seconds)
         finally:
             pool.shutdown()
-        summaries = []
-        for model_plan in plan.models:
+        summaries: dict[tuple[str, str], ExtractionSummary] = {}
+        for model_plan in plan.models:  # a store shared by a model's targets, or a failure of them all, once
             if model_plan.action == "fail":
-                summaries.append(ExtractionSummary(model_plan.name, "-", "failed", error=model_plan.error))
+                summaries.setdefault((model_plan.name, str(model_plan.error)),
+                                     ExtractionSummary(model_plan.name, "-", "failed", error=model_plan.error))
             for store in model_plan.stores:
-                summaries.append(store if isinstance(store, ExtractionSummary)
-                                 else done[(store.model, store.request.dataset)])
-        return summaries
+                summaries.setdefault(store_of(store), store if isinstance(store, ExtractionSummary)
+                                     else done[store_of(store)])
+        return list(summaries.values())
     finally:
         if owns_ray:
             ray.shutdown()
@@ -208,15 +235,16 @@ def _worker_settings(plan: RunPlan) -> WorkerSettings:
                           settings.decode_threads)
 
 
-def _extraction_record(model: ScoredModel) -> dict[str, Any]:
+def _extraction_record(summaries: Iterable[ExtractionSummary]) -> dict[str, Any]:
     """Where a model's extraction time went, summed over its stores' shards (seconds per phase, model loads)."""
+    summaries = list(summaries)
     timings: Counter = Counter()
-    for summary in model.stores.values():
+    for summary in summaries:
         timings.update(summary.timings)
-    return {"seconds": round(model.extract_seconds, 3),
-            "shards_written": sum(s.shards_written for s in model.stores.values()),
-            "shards_reused": sum(s.shards_reused for s in model.stores.values()),
-            "model_loads": sum(s.model_loads for s in model.stores.values()),
+    return {"seconds": round(sum(s.seconds for s in summaries), 3),
+            "shards_written": sum(s.shards_written for s in summaries),
+            "shards_reused": sum(s.shards_reused for s in summaries),
+            "model_loads": sum(s.model_loads for s in summaries),
             "phases": {phase: round(seconds, 3) for phase, seconds in timings.items()}}
 
 

@@ -41,10 +41,12 @@ FEATURE_BYTES = {"float16": 2, "float32": 4}
 
 @dataclass(eq=False)
 class ScoredModel:
-    """One model on its way to a result record."""
+    """One model on its way to a result record for one target (``output``: that target's run's output)."""
 
     spec: Mapping[str, Any]
     fingerprint: str
+    target: str
+    output: str
     stores: dict[str, ExtractionSummary] = field(default_factory=dict)  # dataset -> its store's summary
     records: dict[int, RepeatRecord] = field(default_factory=dict)
     metrics: dict[str, float] | None = None  # None until the baselines task (if any) returns
@@ -63,6 +65,18 @@ class ScoredModel:
         return sum(summary.seconds for summary in self.stores.values())
 
 
+def in_flight_cap(config: RunConfig, resources: Resources, cluster: Cluster) -> int:
+    """Repeat tasks in flight at most: ``scoring.max_in_flight``, or twice what the cluster runs at once now."""
+    if config.scoring.max_in_flight:
+        return config.scoring.max_in_flight
+    return max(1, 2 * cluster.view.slots({"CPU": 1.0, "GPU": resources.scoring_gpus}))
+
+
+def repeat_task(resources: Resources) -> Any:
+    """The repeat unit as a Ray task with the run's resources (``score_repeat``: a repeat's record comes back)."""
+    return ray.remote(score_repeat).options(num_cpus=1, num_gpus=resources.scoring_gpus, max_retries=2)
+
+
 class ScoringJobs:
     """The scoring work of a run. ``expect`` announces models still being extracted, ``ready`` hands one over."""
 
@@ -74,9 +88,9 @@ class ScoringJobs:
         self.resources = resources
         self.cluster = cluster
         self.on_result = on_result
-        options = dict(num_cpus=1, num_gpus=resources.scoring_gpus, max_retries=2)
-        self._repeat = ray.remote(score_repeat).options(**options)
-        self._baselines = ray.remote(score_baselines).options(**options)
+        self._repeat = repeat_task(resources)
+        self._baselines = ray.remote(score_baselines).options(num_cpus=1, num_gpus=resources.scoring_gpus,
+                                                              max_retries=2)
         self._load = ray.remote(read_samples).options(num_cpus=1, max_retries=2)
         self._tasks = [*range(config.otce.repeats), *([BASELINES_TASK] if config.baselines.names() else [])]
         # result records are written by tiny tasks (no CPU asked), so the loop never waits on a PUT
@@ -108,7 +122,7 @@ class ScoringJobs:
         return not self._queue and self._expected == 0 and not self._records
 
     def start(self) -> list[Call]:
-        calls = [Call(("record", model, result), self._write.remote(self.config.output, result),
+        calls = [Call(("record", model, result), self._write.remote(model.output, result),
                       f"result record of model {model.name!r}") for model, result in self._records]
         self._records.clear()
         cap = self._cap()
@@ -168,10 +182,7 @@ class ScoringJobs:
     # --- internals --------------------------------------------------------------------------------------------------
 
     def _cap(self) -> int:
-        if self.config.scoring.max_in_flight:
-            return self.config.scoring.max_in_flight
-        demand = {"CPU": 1.0, "GPU": self.resources.scoring_gpus}
-        return max(1, 2 * self.cluster.view.slots(demand))
+        return in_flight_cap(self.config, self.resources, self.cluster)
 
     def _admit(self, model: ScoredModel) -> bool:
         """Start a model's loader tasks if its pixels fit the object-store budget next to those already held."""
@@ -188,8 +199,7 @@ class ScoringJobs:
     def _estimate(self, model: ScoredModel) -> int:
         """Bytes the loaded pixels of ``model`` take at most: rows held (the union of its samples, at most the store)
         times the row's bytes (features, and logits where read, in their stored dtype, and the label)."""
-        reads = store_reads(model.spec["source"]["name"], self.config.target["name"], self.config.otce,
-                            self.config.baselines)
+        reads = store_reads(model.spec["source"]["name"], model.target, self.config.otce, self.config.baselines)
         total = 0
         for dataset, (samples, with_logits) in reads.items():
             summary = model.stores[dataset]
@@ -201,7 +211,7 @@ class ScoringJobs:
     def _load_pixels(self, model: ScoredModel) -> tuple[Any, Any]:
         """One loader task per store of ``model``; refs to its (source, target) pixels, the same ref twice when the
         model was trained on the target dataset itself."""
-        source, target = model.spec["source"]["name"], self.config.target["name"]
+        source, target = model.spec["source"]["name"], model.target
         reads = store_reads(source, target, self.config.otce, self.config.baselines)
         refs = {dataset: self._load.remote(self.config.store, dataset, model.name, samples, with_logits=with_logits,
                                            key=model.stores[dataset].key)

@@ -11,7 +11,7 @@ only a few numbers, and what went wrong, return to the driver.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Iterable
 
 from otce_ray.leaderboard.results import WARNING_CHARS
 from otce_ray.scoring.baselines import BaselineSettings, baseline_scores, reads_logits
@@ -29,16 +29,17 @@ def result_key(otce: OTCESettings, baselines: BaselineSettings) -> dict[str, Any
 
 
 def store_reads(
-    source: str, target: str, otce: OTCESettings, baselines: BaselineSettings
+    source: str, target: str, otce: OTCESettings, baselines: BaselineSettings, repeats: Iterable[int] | None = None
 ) -> dict[str, tuple[list[tuple[int, int]], bool]]:
     """How a model's stores are read: dataset -> ((size, seed) of every sample its tasks draw there, with logits).
 
-    Each side gets one sample per repeat and, with baselines configured, the baselines' sample, seeded as
-    ``sample_seeds`` says. Logits are read on the target side only, and only with baselines that read them (LEEP and
-    NCE use the source model's logits on target pixels; OTCE and every other metric use features). A model trained
-    on the target dataset itself has one store for both sides, read once for both.
+    Each side gets one sample per repeat (``repeats``: those repeat indices only; default all of ``otce.repeats``)
+    and, with baselines configured, the baselines' sample, seeded as ``sample_seeds`` says. Logits are read on the
+    target side only, and only with baselines that read them (LEEP and NCE use the source model's logits on target
+    pixels; OTCE and every other metric use features). A model trained on the target dataset itself has one store
+    for both sides, read once for both.
     """
-    streams = [(otce.n_pixels, repeat) for repeat in range(otce.repeats)]
+    streams = [(otce.n_pixels, repeat) for repeat in (range(otce.repeats) if repeats is None else repeats)]
     if baselines.names():
         streams.append((baselines.n_pixels, BASELINE_STREAM))
     seeds = [(size, sample_seeds(otce.seed, stream)) for size, stream in streams]

@@ -9,13 +9,13 @@ again, and readers refuse a part whose footer disagrees with the manifest.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from otce_ray import fs
-from otce_ray.store.layout import MANIFEST, manifest_uri, model_uri, store_uri
+from otce_ray.store.layout import MANIFEST, manifest_uri, model_uri, part_name, part_uri, store_uri
 from otce_ray.store.schema import StoreError, decode_metadata
 
 ROW_GROUP_ROWS = 8192  # small enough that a sampled read skips most of a large part
@@ -121,6 +121,27 @@ def _manifest_problem(manifest: Any, key: str) -> str | None:
     if sum(part["rows"] for part in parts) != manifest["rows"]:
         return f"its parts count {sum(part['rows'] for part in parts)} rows, it says {manifest['rows']}"
     return None
+
+
+def parts_manifest(store: str, dataset: str, model: str, key: str, shards: Sequence[int]) -> dict[str, Any]:
+    """What the parts of ``shards`` of the store of ``key`` hold, from their footers, in a manifest's form (key, rows,
+    images, feature and logit width, parts) for a reader: how a racing stage reads a store that is still partial.
+
+    It is never written: only ``write_manifest`` marks a store complete, so a partial store is never taken for one. A
+    StoreError names a part that is missing, unreadable or written for other settings (the next run extracts it
+    again: ``run_shard`` rewrites a part whose footer does not name its key).
+    """
+    where = store_uri(store, dataset, model, key)
+    footers = [(shard, part_metadata(part_uri(store, dataset, model, key, shard))) for shard in shards]
+    wrong = [part_name(shard) for shard, footer in footers if footer is None or footer.get("key") != key]
+    if wrong or not footers:
+        raise StoreError(f"pixel store {where}: part(s) {', '.join(wrong) or '(none asked)'} missing, unreadable or "
+                         "written for other settings")
+    parts = [{"file": part_name(shard), "shard": shard, "rows": int(footer["rows"]), "images": int(footer["images"])}
+             for shard, footer in footers]
+    first = footers[0][1]
+    return {"key": key, "rows": sum(part["rows"] for part in parts), "images": sum(part["images"] for part in parts),
+            "feature_dim": first["feature_dim"], "logit_dim": first["logit_dim"], "parts": parts}
 
 
 def complete_keys(store: str, dataset: str, model: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from otce_ray import fs
 from otce_ray.store.layout import model_uri, store_uri
-from otce_ray.store.parts import complete_keys, read_manifest
+from otce_ray.store.parts import complete_keys, parts_manifest, read_manifest
 from otce_ray.store.schema import StoreError, decode_metadata, descale
 
 
@@ -130,17 +130,19 @@ def read_samples(
     *,
     with_logits: bool = True,
     key: str | None = None,
+    shards: Sequence[int] | None = None,
 ) -> PixelSamples:
     """Read, in one pass over (dataset, model), every row that any ``(size, seed)`` of ``samples`` picks.
 
     K samples read one by one with ``read_pixels`` cost K reads of nearly the whole store; this costs one, and
-    holds at most the sum of the sizes in rows, without pixel provenance. Raises ``StoreError`` as ``read_pixels``
-    does.
+    holds at most the sum of the sizes in rows, without pixel provenance. ``shards`` (with ``key``) reads only those
+    shards' parts, as if they were the whole store, complete or not (a racing stage's images; their footers say what
+    they hold: ``parts_manifest``). Raises ``StoreError`` as ``read_pixels`` does.
     """
     samples = list(samples)
     if not samples:
         raise ValueError("samples: expected at least one (size, seed) pair")
-    manifest, where, total = _open(store, dataset, model, key)
+    manifest, where, total = _open(store, dataset, model, key, shards)
     chosen = [choose_rows(total, size, seed) for size, seed in samples]
     held = None if any(rows is None for rows in chosen) else np.unique(np.concatenate(chosen))
     if held is not None and len(held) == total:
@@ -149,8 +151,15 @@ def read_samples(
     return PixelSamples(pixels, held, total, where)
 
 
-def _open(store: str, dataset: str, model: str, key: str | None) -> tuple[dict[str, Any], str, int]:
-    """The store's manifest, URI and row count; ``StoreError`` when it is missing or incomplete, or ambiguous."""
+def _open(store: str, dataset: str, model: str, key: str | None,
+          shards: Sequence[int] | None = None) -> tuple[dict[str, Any], str, int]:
+    """The store's manifest (of ``shards`` only, when given), URI and row count; ``StoreError`` when it is missing or
+    incomplete, or ambiguous."""
+    if shards is not None:
+        if key is None:
+            raise ValueError("shards: reading some shards of a store needs its key")
+        manifest = parts_manifest(store, dataset, model, key, shards)
+        return manifest, store_uri(store, dataset, model, key), manifest["rows"]
     where = model_uri(store, dataset, model)
     if key is None:
         keys = complete_keys(store, dataset, model)
