@@ -86,7 +86,7 @@ def test_valid_config_resolves_paths_and_round_trips(tree):
 def test_sections_default_when_left_out(tree):
     raw = {key: _raw()[key] for key in ("store", "output", "target", "models")}
     config = parse_config(raw, base_dir=str(tree))
-    assert config.otce == OTCESettings(n_pixels=10000, repeats=10, seed=0, solver="sinkhorn", epsilon=None)
+    assert config.otce == OTCESettings(n_pixels=2000, repeats=5, seed=0, solver="sinkhorn", epsilon=None)
     assert config.extraction == ExtractionSettings(pixels_per_image=1000, batch_size=8, num_gpus=None)
     assert config.scoring == ScoringSettings(max_in_flight=None, num_gpus=None, device="auto")
 

@@ -58,10 +58,10 @@ class OTCESettings:
     defaults (the module docstring says how).
     """
 
-    n_pixels: int = declared(Interval(Integral, 2, MAX_PIXELS), 10_000,
-                             "pixels drawn per side for each repeat (the paper's N)")
-    repeats: int = declared(Interval(Integral, 1, MAX_REPEATS), 10,
-                            "K independent repeats (a leaderboard's 95% interval uses t with K-1 dof)")
+    n_pixels: int = declared(Interval(Integral, 2, MAX_PIXELS), 2_000,
+                             "pixels drawn per side for each repeat (the paper's N is 10,000; 2,000 is the validated N)")
+    repeats: int = declared(Interval(Integral, 1, MAX_REPEATS), 5,
+                            "K independent repeats (the validated K; a leaderboard's 95% interval uses t with K-1 dof)")
     seed: int = declared(Interval(Integral, 0, MAX_SEED), 0, "seeds pixel sampling at extraction and per repeat")
     solver: str = declared(Options(SOLVERS), "sinkhorn", "`sinkhorn`: entropic OT; `emd`: exact OT")
     epsilon: float | None = declared(Interval(Real, 0, closed="neither"), None,

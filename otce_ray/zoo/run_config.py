@@ -14,10 +14,12 @@ from typing import Any
 from otce_ray.datasets.synth import CITY_NAMES, write_benchmark
 from otce_ray.datasets.synth.writer import MANIFEST
 from otce_ray.finetune import training_target
+from otce_ray.scoring.settings import OTCESettings
 from otce_ray.zoo import ZOO_DIR, city_spec, read_zoo, zoo_models
 
 TRAIN_IMAGES = 20
 SELECTION_SEED = 0  # picks the 20 target images, for scoring and fine-tuning alike
+VALIDATED = OTCESettings()  # the demo scores with the engine's validated N and K
 
 
 def scored_target(benchmark_root: str, folder: str | os.PathLike = ZOO_DIR) -> dict[str, Any]:
@@ -26,7 +28,8 @@ def scored_target(benchmark_root: str, folder: str | os.PathLike = ZOO_DIR) -> d
     return training_target(target, TRAIN_IMAGES)
 
 
-def demo_config(out_dir: str, *, n_pixels: int = 2000, repeats: int = 5, pixels_per_image: int = 200) -> dict:
+def demo_config(out_dir: str, *, n_pixels: int = VALIDATED.n_pixels, repeats: int = VALIDATED.repeats,
+                pixels_per_image: int = 200) -> dict:
     """The demo's run config as data (every path absolute), after making sure its benchmark is on disk.
 
     Folders under ``out_dir``: ``benchmark`` (images), ``store`` (pixel stores), ``leaderboard`` (results).
