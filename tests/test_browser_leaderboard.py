@@ -196,7 +196,7 @@ def test_decision_columns_sort_and_the_calibration_page_opens(browser, calibrate
     _wait(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true",
           "the page script")
     assert browser.find_element("id", "decisions").is_displayed()
-    assert "Recommended ordering: OTCE" in browser.find_element("id", "decisions").text
+    assert "Recommended ordering: the consensus column" in browser.find_element("id", "decisions").text
     headers = _headers(browser)
     assert headers[headers.index("95% interval") + 1] == "P(best)"  # shown next to the interval
     assert {"P(top k)", "consensus", "params", "prior"} <= set(headers)

@@ -12,7 +12,7 @@ import pytest
 
 from otce_ray.leaderboard import ModelResult, build_leaderboard
 from otce_ray.leaderboard.decisions import (
-    RECOMMENDED, DecisionSettings, agreement, rank_correlations, summarise, top_probabilities,
+    RECOMMENDATION, RECOMMENDED, DecisionSettings, agreement, rank_correlations, summarise, top_probabilities,
 )
 from otce_ray.leaderboard.render import leaderboard_html, leaderboard_markdown
 
@@ -105,7 +105,7 @@ def test_the_summary_in_run_json_markdown_and_the_page():
     table, decisions = markdown.split("## Decisions")
     header = next(line for line in table.splitlines() if line.startswith("| rank"))
     assert "P(best)" in header and "consensus" in header and "params" not in header  # params, prior: files, page
-    assert "Recommended ordering: OTCE" in decisions and "- OTCE's best model a is not in logme's top 2" in decisions
+    assert RECOMMENDATION in decisions and "- OTCE's best model a is not in logme's top 2" in decisions
     assert "| otce | 1.00 | yes | a | 0.00 | 1.00 |" in decisions  # Kendall vs params, vs prior
 
     page = leaderboard_html(board, decisions=summarise(board, DecisionSettings(top_k=2)), calibration=True)

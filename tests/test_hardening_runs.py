@@ -17,6 +17,7 @@ from otce_ray.cli import main
 from otce_ray.config import parse_config
 from otce_ray.leaderboard import load_results
 from otce_ray.pipeline import run
+from otce_ray.scoring.settings import DEFAULT_EPSILON
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_the_page_otce_ray_score_writes_has_the_drill_down(ray_local, tmp_path, 
                                    re.S).group(1))
     assert sorted(details) == ["fcn_a", "unet_a"] and all(details[name]["classes"] for name in details)
     assert "<h2>Best source per target class</h2>" in page
-    assert "Estimator: sinkhorn eps 0.01 x median, z-scored, N 120, K 2." in page
+    assert f"Estimator: sinkhorn eps {DEFAULT_EPSILON:g} x median, z-scored, N 120, K 2." in page
 
 
 class _Hang(torch.nn.Module):

@@ -157,7 +157,7 @@ def in_dimension(dim: int) -> Callable[[int, int], tuple[np.ndarray, ...]]:
 
 
 # Every case names its estimator settings: the raw features at eps 0.05 (the engine's default when the corpus was
-# built), and z-scored at eps 0.01 (where Anderson used to stall, issue 11; the default since the validation v2).
+# built), and z-scored at eps 0.01 (where Anderson used to stall, issue 11; the default from validation v2 to v3).
 RAW = {"standardise": False, "epsilon": 0.05}
 STANDARDISED_SMALL_EPS = {"standardise": True, "epsilon": 0.01}
 

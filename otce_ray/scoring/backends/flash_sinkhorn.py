@@ -7,9 +7,10 @@ reported unavailable elsewhere, with the reason, never silently replaced.
 
 Why the engine's loop and not flash-sinkhorn's own solvers: they run plain Sinkhorn iterations at the target eps
 (``sinkhorn_flashstyle_alternating``) or GeomLoss's symmetric updates after one step per eps level
-(``sinkhorn_flashstyle_symmetric``). At the engine's default (relative eps 0.01, z-scored features), emulated
-densely in float64 on CPU at n = 2,000, d = 64, they needed ~1,800 and more than 6,000 iterations to reach an L1
-marginal error of 1e-3, where the engine's loop (annealing, coarse correction, Anderson) needs about 20 passes.
+(``sinkhorn_flashstyle_symmetric``). At the engine's default until validation v3 (relative eps 0.01, z-scored
+features), emulated densely in float64 on CPU at n = 2,000, d = 64, they needed ~1,800 and more than 6,000
+iterations to reach an L1 marginal error of 1e-3, where the engine's loop (annealing, coarse correction, Anderson)
+needs about 20 passes.
 So this module implements the seam of ``otce_ray.scoring.backends`` with FlashSinkhorn's two kernels:
 
 - the softmin ``flashsinkhorn_lse_fused`` for ``row_pass``'s row update and for ``column_softmin``;
